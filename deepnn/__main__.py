@@ -1,0 +1,7 @@
+"""``python -m deepnn`` is the ``deepnn`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""The ``deepnn`` command line: one module per subcommand.
+
+Each module in ``COMMANDS`` defines ``add_parser(subparsers)`` (which registers its
+arguments and sets ``func``) and a ``run(args) -> int``. User errors
+(:class:`deepnn.UserError`) are printed as one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import UserError
+
+# subcommand -> module under deepnn.cli (kept in the order `deepnn --help` shows them)
+COMMANDS = {
+    "models": "models",
+    "train": "train",
+    "eval": "evaluate",
+    "predict": "predict",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepnn",
+        description="The Deep NN lecture as a tool: see each building block work, train every classic network.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"deepnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMANDS.values():
+        importlib.import_module(f"{__name__}.{module}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``deepnn`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"deepnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deepnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
