@@ -8,7 +8,8 @@
 
 from .errors import UserError
 from .models import create_model, list_models, register_model
+from .train import Config, Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["UserError", "create_model", "list_models", "register_model", "__version__"]
+__all__ = ["Config", "Trainer", "UserError", "create_model", "list_models", "register_model", "__version__"]

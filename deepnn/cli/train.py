@@ -1,0 +1,103 @@
+"""``deepnn train MODEL``: train a registered model with a recipe, overrides, resume."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ..models import model_info
+from ..train.checkpoint import load_checkpoint
+from ..train.config import Config, apply_overrides, load_yaml, merge_into, recipe_path
+from ..train.run import train_run
+
+# shortcut flag -> config key
+SHORTCUTS = {
+    "epochs": "train.epochs", "lr": "optim.lr", "batch_size": "data.batch_size", "seed": "train.seed",
+    "device": "train.device", "precision": "train.precision", "data_dir": "data.data_dir",
+    "conv_impl": "model.conv_impl",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (progress bar, checkpoints, metrics, curves)",
+        description="Train a registered model on its dataset. Settings come from, in order: the built-in "
+                    "recipe for the model (recipes/<model>.yaml), --recipe, --config, shortcut flags, --set. "
+                    "The run folder gets config.yaml, metrics.jsonl, curves.png, last/best checkpoints and "
+                    "results.json.",
+        epilog="examples:\n  deepnn train lenet --epochs 10\n"
+               "  deepnn train lenet --config recipes/lenet.yaml --set optim.lr=0.05\n"
+               "  deepnn train lenet --resume runs/lenet-20261126-101500/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="registered model name (see `deepnn models`)")
+    p.add_argument("--recipe", help="named recipe: recipes/<model>-<RECIPE>.yaml (e.g. fast)")
+    p.add_argument("--config", help="YAML config file (keys: model, data, optim, sched, train)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+    p.add_argument("--out", help="run folder (default: runs/<model>-<date>-<time>)")
+    p.add_argument("--resume", metavar="RUN", help="continue the interrupted run in this folder exactly")
+    p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    p.add_argument("--lr", type=float, help="base learning rate (optim.lr)")
+    p.add_argument("--batch-size", type=int, help="training batch size (data.batch_size)")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (train.device)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast or fp32 (train.precision)")
+    p.add_argument("--data-dir", help="folder with the dataset files (data.data_dir)")
+    p.add_argument("--conv-impl", choices=["torch", "scratch"], help="PyTorch's or our from-scratch conv/pool")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Recipe → --config → shortcut flags → --set, each layer type-checked."""
+    info = model_info(args.model)
+    cfg = Config()
+    cfg.model.name = info.name
+    if args.recipe and recipe_path(info.name, args.recipe) is None:
+        raise UserError(f"no recipe {args.recipe!r} for {info.name} (looked for recipes/{info.name}-{args.recipe}.yaml)")
+    for layer, path in (("recipe", recipe_path(info.name, args.recipe)), ("config", args.config)):
+        if path is not None:
+            d = load_yaml(path)
+            named = (d.get("model") or {}).get("name", info.name) if isinstance(d.get("model"), dict) else info.name
+            if model_info(named).name != info.name:
+                raise UserError(f"{path} is a {layer} for model {named!r}, not {info.name!r}")
+            merge_into(cfg, d, str(path))
+    flags = [f"{key}={getattr(args, attr)}" for attr, key in SHORTCUTS.items() if getattr(args, attr) is not None]
+    apply_overrides(cfg, flags + args.overrides)
+    if args.no_progress:
+        cfg.train.progress = False
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    command = "deepnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.resume:
+        run_dir = Path(args.resume)
+        changed = [a for a in (*SHORTCUTS, "config", "recipe", "out") if getattr(args, a) is not None]
+        if changed or args.overrides:
+            raise UserError("a resumed run keeps its own config; drop " +
+                            ", ".join([f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))
+        meta = load_checkpoint(run_dir).meta
+        cfg = Config.from_dict(meta["config"], "checkpoint config")
+        if cfg.model.name != model_info(args.model).name:
+            raise UserError(f"{run_dir} is a run of {cfg.model.name!r}, not {args.model!r}")
+        cfg.train.progress = not args.no_progress
+        print(f"resuming {run_dir} at epoch {meta['epoch'] + 1}, step {meta['global_step']}")
+    else:
+        cfg = resolve_config(args)
+        run_dir = Path(args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        results = train_run(cfg, run_dir, resume=bool(args.resume), command=command)
+    except KeyboardInterrupt:
+        print(f"interrupted; checkpoint saved. Continue with: deepnn train {cfg.model.name} --resume {run_dir}",
+              file=sys.stderr)
+        return 130
+    print(f"test accuracy {results['test_accuracy']:.4f}  test loss {results['test_loss']:.4f}  "
+          f"({results['epochs']} epochs, {results['train_time_s']:.1f} s training, "
+          f"{results['examples_per_s']:.0f} examples/s)")
+    print(f"run folder: {run_dir}")
+    return 0

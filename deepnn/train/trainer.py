@@ -1,0 +1,255 @@
+"""One readable training loop for every task (minGPT / Lightning Fabric style).
+
+The loop is ``for epoch: for batch: set lr → forward (task.step) → backward → clip → step``,
+then validation, checkpoints and hooks. Everything else is an option of the config:
+bf16 autocast, ``channels_last``, ``torch.compile``, gradient clipping, schedules.
+
+Hooks are plain objects with any of ``on_fit_start(trainer)``, ``on_step_end(trainer)``,
+``on_epoch_end(trainer, metrics)``, ``on_fit_end(trainer)``; setting ``trainer.stop = True``
+ends training after the current epoch (see :class:`EarlyStopping`).
+
+Interrupting (Ctrl-C) finishes the current step, writes ``last.safetensors`` and raises
+``KeyboardInterrupt``; :meth:`Trainer.resume` continues bit-for-bit from there.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import TensorLoader
+from ..errors import UserError
+from .checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    load_optimizer_state,
+    save_checkpoint,
+    set_rng_states,
+)
+from .config import Config
+from .optim import build_optimizer, lr_factor
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA GPU is available; use train.device=auto or cpu")
+    return dev
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int, metric: str = "val_accuracy", mode: str = "max") -> None:
+        self.patience, self.metric, self.sign = patience, metric, 1 if mode == "max" else -1
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        value = self.sign * metrics[self.metric]
+        if self.best is None or value > self.best:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                trainer.stop = True
+
+
+class Trainer:
+    """Train ``model`` on ``task`` with the options in ``cfg``.
+
+    Args:
+        model: any ``nn.Module``; the task decides what its outputs mean.
+        task: e.g. :class:`~deepnn.train.tasks.ClassificationTask`.
+        train_loader: batches for training (their order depends only on seed and epoch).
+        val_loader: batches for validation after each epoch (optional).
+        cfg: the run's :class:`~deepnn.train.config.Config`.
+        run_dir: where ``last``/``best`` checkpoints go; ``None`` writes nothing.
+        hooks: objects with optional ``on_*`` methods (see the module docstring).
+        meta: extra JSON-able facts stored in checkpoints (class names, normalisation, ...).
+    """
+
+    def __init__(self, model: nn.Module, task: Any, train_loader: TensorLoader,
+                 val_loader: TensorLoader | None = None, *, cfg: Config, run_dir: str | Path | None = None,
+                 hooks: Iterable[Any] = (), meta: dict[str, Any] | None = None) -> None:
+        self.cfg, self.task = cfg, task
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.hooks = list(hooks)
+        self.meta = dict(meta or {})
+        self.device = resolve_device(cfg.train.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.epoch = 0  # epochs completed
+        self.step_in_epoch = 0  # batches done in the current epoch
+        self.global_step = 0
+        self.epoch_stats: dict[str, float] = {}  # running sums of the current epoch (kept on resume)
+        self.best_val: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self.stop = False
+        self._interrupted = False
+
+    # ---- helpers -------------------------------------------------------------------------
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast when ``train.precision=bf16`` (CPU with AVX-512/AMX, CUDA), else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16")
+
+    def to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x, *rest = (t.to(self.device, non_blocking=True) for t in batch)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=self.memory_format)
+        return (x, *rest)
+
+    def device_batches(self, loader: TensorLoader, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
+        return (self.to_device(b) for b in loader.batches(epoch, start))
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.train.epochs * len(self.train_loader)
+
+    def _call(self, event: str, *args: Any) -> None:
+        for h in self.hooks:
+            fn = getattr(h, event, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def train_one_epoch(self) -> dict[str, float]:
+        """Run the remaining batches of epoch ``self.epoch``; returns loss, accuracy, examples/s."""
+        self.model.train()
+        cfg = self.cfg.train
+        n = len(self.train_loader)
+        sums = {k: torch.tensor(v) for k, v in self.epoch_stats.items()}
+        step_hooks = [h.on_step_end for h in self.hooks if hasattr(h, "on_step_end")]
+        bar = tqdm(total=n, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.progress, unit="batch", dynamic_ncols=True, leave=True)
+        seen, t0 = 0, time.perf_counter()
+        for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch):
+            factor = lr_factor(self.cfg.sched, self.global_step, self.total_steps, n)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * factor
+            with self.autocast():
+                loss, stats = self.task.step(self.forward_model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            for k, v in stats.items():
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+            self.global_step += 1
+            self.step_in_epoch += 1
+            seen += len(batch[0])
+            for fn in step_hooks:
+                fn(self)
+            if bar.disable is False and (self.step_in_epoch % 25 == 0 or self.step_in_epoch == n):
+                m = self.task.summarize(sums)
+                bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m.get('accuracy', 0):.4f}",
+                                ex_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+                bar.update(self.step_in_epoch - bar.n)
+            if self._interrupted:
+                break
+        bar.close()
+        self.epoch_stats = {k: float(v) for k, v in sums.items()}
+        elapsed = time.perf_counter() - t0
+        return {**self.task.summarize(sums), "time": elapsed, "examples_per_s": seen / max(elapsed, 1e-9)}
+
+    def evaluate(self, loader: TensorLoader) -> dict[str, Any]:
+        """The task's metrics on ``loader`` (model in eval mode, autocast as in training)."""
+        return self.task.evaluate(self.model, self.device_batches(loader), autocast=self.autocast)
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train until ``train.epochs`` (or a hook sets ``stop``); returns the per-epoch metrics."""
+        self._call("on_fit_start")
+        with _graceful_interrupt(self):
+            while self.epoch < self.cfg.train.epochs and not self.stop:
+                train = self.train_one_epoch()
+                if self._interrupted:
+                    self.save("last")
+                    raise KeyboardInterrupt
+                metrics: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step,
+                                           "lr": self.optimizer.param_groups[0]["lr"]}
+                metrics.update({f"train_{k}": v for k, v in train.items()})
+                if self.val_loader is not None:
+                    val = self.evaluate(self.val_loader)
+                    metrics.update({f"val_{k}": v for k, v in val.items() if k != "confusion"})
+                self.epoch += 1
+                self.step_in_epoch, self.epoch_stats = 0, {}
+                self.history.append(metrics)
+                improved = "val_accuracy" in metrics and (self.best_val is None or metrics["val_accuracy"] > self.best_val)
+                if improved:
+                    self.best_val = metrics["val_accuracy"]
+                    self.save("best")
+                self.save("last")
+                self._call("on_epoch_end", metrics)
+        self._call("on_fit_end")
+        return self.history
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_meta(self) -> dict[str, Any]:
+        return {**self.meta, "config": self.cfg.to_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "epoch_stats": self.epoch_stats, "best_val": self.best_val,
+                "history": self.history}
+
+    def save(self, which: str) -> Path | None:
+        """Write ``<run_dir>/<which>.safetensors``: ``last`` holds everything to resume, ``best`` the weights."""
+        if self.run_dir is None:
+            return None
+        full = which == "last"
+        return save_checkpoint(self.run_dir / f"{which}.safetensors", self.model, self.state_meta(),
+                               optimizer=self.optimizer if full else None, rng=full)
+
+    def resume(self, path: str | Path) -> None:
+        """Restore weights, optimizer, counters and RNG from a ``last`` checkpoint (or its run folder)."""
+        ckpt = load_checkpoint(path)
+        if not ckpt.optim:
+            raise UserError(f"{ckpt.path} holds weights only (a 'best' checkpoint); resume from last.safetensors")
+        load_model_state(self.model, ckpt, repr(self.cfg.model.name))
+        load_optimizer_state(self.optimizer, ckpt)
+        m = ckpt.meta
+        self.epoch, self.step_in_epoch, self.global_step = m["epoch"], m["step_in_epoch"], m["global_step"]
+        self.epoch_stats, self.best_val, self.history = m["epoch_stats"], m["best_val"], m["history"]
+        set_rng_states(ckpt.rng)
+
+
+class _graceful_interrupt:  # noqa: N801 - used as a context manager
+    """First Ctrl-C: finish the step, checkpoint, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.trainer._interrupted:
+            raise KeyboardInterrupt
+        self.trainer._interrupted = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
