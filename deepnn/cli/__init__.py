@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "predict": "predict",
+    "kernels": "kernels",
 }
 
 
