@@ -157,7 +157,7 @@ def test_validation_split_is_seeded_and_disjoint(fmnist) -> None:
 
 def test_normalize_shapes() -> None:
     x = normalize(torch.full((2, 28, 28), 255, dtype=torch.uint8), 0.5, 0.5)
-    assert x.shape == (2, 1, 28, 28) and torch.allclose(x, torch.ones(()))
+    assert x.shape == (2, 28, 28) and torch.allclose(x, torch.ones(()))
 
 
 def test_tensor_loader_orders_depend_on_seed_and_epoch_only() -> None:

@@ -40,10 +40,8 @@ class ImageData:
 
 
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 ``(N, H, W)`` or float in [0, 1] → normalised float32 ``(N, 1, H, W)``."""
+    """uint8 images (0..255) or floats in [0, 1], any shape → ``(x - mean) / std`` as float32."""
     x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
     return (x - mean) / std
 
 
@@ -59,9 +57,9 @@ def load_image_data(name: str = "fashion_mnist", *, data_dir: str | Path | None 
         raise UserError(f"val_size must be between 0 and {len(x) - 1}, got {val_size}")
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     tr, va = perm[val_size:], perm[:val_size]
-    x = normalize(x, mod.MEAN, mod.STD)
+    x = normalize(x, mod.MEAN, mod.STD).unsqueeze(1)  # (N, 1, 28, 28)
     return ImageData(
-        train=(x[tr], y[tr]), val=(x[va], y[va]), test=(normalize(xt, mod.MEAN, mod.STD), yt),
+        train=(x[tr], y[tr]), val=(x[va], y[va]), test=(normalize(xt, mod.MEAN, mod.STD).unsqueeze(1), yt),
         classes=mod.CLASSES, mean=mod.MEAN, std=mod.STD,
     )
 

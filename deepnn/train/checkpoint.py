@@ -60,7 +60,10 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> d
     for flat, v in [*tensors.items(), *rest["scalars"].items()]:
         pid, k = flat.split(".", 1)
         state.setdefault(int(pid), {})[k] = v
-    return {"state": state, "param_groups": rest["param_groups"]}
+    # JSON turned tuples (Adam's betas) into lists; give them back as torch created them
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in rest["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 def rng_states() -> dict[str, torch.Tensor]:

@@ -34,6 +34,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     raise UserError(f"unknown optimizer {cfg.name!r}; use optim.name=sgd or optim.name=adamw")
 
 
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
 def lr_factor(cfg: ScheduleConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate at ``step`` (0-based) of ``total_steps``.
 
@@ -42,6 +45,8 @@ def lr_factor(cfg: ScheduleConfig, step: int, total_steps: int, steps_per_epoch:
     * ``onecycle``: linear rise from 1/25 to 1 over ``pct_start`` of the steps, then cosine to 0
       (Smith & Topin 2018).
     """
+    if cfg.name not in SCHEDULES:
+        raise UserError(f"unknown schedule {cfg.name!r}; use sched.name=" + ", ".join(SCHEDULES))
     total_steps = max(total_steps, 1)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     if cfg.name == "onecycle":
@@ -54,7 +59,5 @@ def lr_factor(cfg: ScheduleConfig, step: int, total_steps: int, steps_per_epoch:
         return (step + 1) / warmup
     if cfg.name == "constant":
         return 1.0
-    if cfg.name == "cosine":
-        t = (step - warmup) / max(total_steps - warmup, 1)
-        return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    raise UserError(f"unknown schedule {cfg.name!r}; use sched.name=constant, cosine or onecycle")
+    t = (step - warmup) / max(total_steps - warmup, 1)  # cosine
+    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))

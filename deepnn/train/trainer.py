@@ -101,6 +101,7 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        lr_factor(cfg.sched, 0, self.total_steps, len(train_loader))  # reject a bad schedule before training
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # batches done in the current epoch
         self.global_step = 0
