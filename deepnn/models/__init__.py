@@ -1,10 +1,22 @@
 """The model zoo behind one registry (``create_model``, ``list_models``).
 
 Importing this package imports every family module so their builders register.
-One file per family: ``lenet``, ...
+One file per family: ``lenet``, ``alexnet``, ``vgg``, ``nin``, ``googlenet``, ``inception``
+(Inception-BN, v3), ``inception_v4`` (v4, Inception-ResNet-v2), ``resnet``, ``highway``;
+``_blocks`` holds what they share.
 """
 
-from . import lenet  # noqa: F401  (registers the builders)
+from . import (  # noqa: F401  (registers the builders)
+    alexnet,
+    googlenet,
+    highway,
+    inception,
+    inception_v4,
+    lenet,
+    nin,
+    resnet,
+    vgg,
+)
 from ._registry import (
     ModelInfo,
     count_parameters,
