@@ -14,7 +14,9 @@ _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not os.environ.get("DEEPNN_DATA") and _shared.is_dir():
     os.environ["DEEPNN_DATA"] = str(_shared)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the suite is many small ops, and two OpenMP threads on a loaded 2-core machine
+# slow each other down 10-40x (seen while developing). CLI subprocesses keep the default.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

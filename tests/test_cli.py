@@ -138,3 +138,12 @@ def test_python_m_and_console_script_agree() -> None:
         pytest.skip("console script not installed next to this interpreter")
     r = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert r.stdout.strip() == deepnn("--version").stdout.strip()
+
+
+def test_train_with_scratch_convolutions(tmp_path: Path) -> None:
+    out = tmp_path / "scratch"
+    r = deepnn("train", "lenet", "--conv-impl", "scratch", "--epochs", "1", "--set", "data.train_subset=512",
+               "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "conv_impl: scratch" in (out / "config.yaml").read_text()
+    assert deepnn("eval", str(out)).returncode == 0  # the checkpoint rebuilds the scratch model

@@ -58,7 +58,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
     cfg = Config()
     cfg.model.name = info.name
     if args.recipe and recipe_path(info.name, args.recipe) is None:
-        raise UserError(f"no recipe {args.recipe!r} for {info.name} (looked for recipes/{info.name}-{args.recipe}.yaml)")
+        raise UserError(f"no recipe {args.recipe!r} for {info.name} "
+                        f"(looked for recipes/{info.name}-{args.recipe}.yaml)")
     for layer, path in (("recipe", recipe_path(info.name, args.recipe)), ("config", args.config)):
         if path is not None:
             d = load_yaml(path)

@@ -198,9 +198,9 @@ class Trainer:
                 self.epoch += 1
                 self.step_in_epoch, self.epoch_stats = 0, {}
                 self.history.append(metrics)
-                improved = "val_accuracy" in metrics and (self.best_val is None or metrics["val_accuracy"] > self.best_val)
-                if improved:
-                    self.best_val = metrics["val_accuracy"]
+                val_acc = metrics.get("val_accuracy")
+                if val_acc is not None and (self.best_val is None or val_acc > self.best_val):
+                    self.best_val = val_acc
                     self.save("best")
                 self.save("last")
                 self._call("on_epoch_end", metrics)
