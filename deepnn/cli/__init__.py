@@ -20,6 +20,8 @@ COMMANDS = {
     "eval": "evaluate",
     "predict": "predict",
     "kernels": "kernels",
+    "summary": "summary",
+    "chart": "chart",
 }
 
 

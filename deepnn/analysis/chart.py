@@ -1,0 +1,140 @@
+"""The zoo at a glance: accuracy vs compute vs size, one bubble per model (lecture item C19).
+
+The lecture's chart (Canziani, Paszke & Culurciello 2016, "An analysis of deep neural
+network models for practical applications") puts ImageNet networks on axes of G-ops per
+image and top-1 accuracy, with bubble area proportional to the parameter count. This
+module draws the same chart from our own training runs.
+
+A results file is a JSON object; these fields are read, the rest is ignored:
+
+=================  ==================================================================
+``model``          registered model name, e.g. ``"lenet"``
+``test_accuracy``  fraction of test examples classified correctly, in [0, 1]
+``params``         number of parameters
+``flops``          forward FLOPs per example (FlopCounterMode: 1 multiply-add = 2 FLOPs;
+                   ``summarize_model(name, ...).flops`` computes it)
+=================  ==================================================================
+
+Runs with the same model, parameter count and FLOPs are one bubble: the mean accuracy,
+with the spread (min to max) as an error bar.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+from ..errors import UserError
+from .summary import si
+
+__all__ = ["FIELDS", "ModelPoint", "load_results", "find_results", "bubble_chart"]
+
+FIELDS = ("model", "test_accuracy", "params", "flops")
+DEFAULT_GLOB = "runs/*/results.json"
+
+
+@dataclass(frozen=True)
+class ModelPoint:
+    """One bubble: a model configuration and the test accuracies of its runs."""
+
+    model: str
+    params: int
+    flops: int  # per example
+    accuracies: tuple[float, ...]
+
+    @property
+    def accuracy(self) -> float:
+        return mean(self.accuracies)
+
+
+def find_results(paths: Sequence[str | Path] = ()) -> list[Path]:
+    """Results files: the given files, ``results.json`` inside given run folders, or by default
+    every ``runs/*/results.json``. A path that does not exist raises :class:`UserError`."""
+    if not paths:
+        return sorted(Path().glob(DEFAULT_GLOB))
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            p = p / "results.json"
+        if not p.is_file():
+            raise UserError(
+                f"no results file {p}; pass results.json files or run folders from `deepnn train`"
+            )
+        found.append(p)
+    return found
+
+
+def _read(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(
+            f"cannot read {path} as JSON ({e}); pass the results.json a training run wrote"
+        ) from e
+    missing = [f for f in FIELDS if not isinstance(record, dict) or f not in record]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; a results file needs {', '.join(FIELDS)}")
+    bad = [f for f in FIELDS[1:] if isinstance(record[f], bool) or not isinstance(record[f], (int, float))]
+    if bad:
+        raise UserError(
+            f"{path}: {', '.join(bad)} must be numbers; got {', '.join(repr(record[f]) for f in bad)}"
+        )
+    if not 0 <= record["test_accuracy"] <= 1:
+        raise UserError(f"{path}: test_accuracy {record['test_accuracy']} is not a fraction in [0, 1]")
+    return record
+
+
+def load_results(paths: Iterable[str | Path]) -> list[ModelPoint]:
+    """Group the runs in ``paths`` into one :class:`ModelPoint` per (model, params, flops)."""
+    groups: dict[tuple[str, int, int], list[float]] = {}
+    for path in paths:
+        r = _read(Path(path))
+        groups.setdefault((r["model"], int(r["params"]), int(r["flops"])), []).append(
+            float(r["test_accuracy"])
+        )
+    return [ModelPoint(m, p, f, tuple(acc)) for (m, p, f), acc in sorted(groups.items())]
+
+
+def bubble_chart(points: Sequence[ModelPoint], out: str | Path, title: str = "") -> Path:
+    """x: GFLOPs per example (log scale), y: test accuracy (%), bubble area ∝ parameters; returns the PNG."""
+    if not points:
+        raise UserError(
+            f"no training results to chart (looked for {DEFAULT_GLOB}); "
+            "train a model first, e.g. `deepnn train lenet`, or pass results.json files"
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    biggest = max(p.params for p in points)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for i, p in enumerate(points):
+        x, y = p.flops / 1e9, 100 * p.accuracy
+        ax.scatter(
+            [x], [y], s=2500 * p.params / biggest + 20, alpha=0.5, color=f"C{i % 10}", edgecolors="black"
+        )
+        if len(p.accuracies) > 1:
+            lo, hi = 100 * min(p.accuracies), 100 * max(p.accuracies)
+            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], color="black", capsize=3, linewidth=1)
+        ax.annotate(
+            f"{p.model}\n{si(p.params)} params, n={len(p.accuracies)}",
+            (x, y),
+            fontsize=8,
+            ha="center",
+            va="center",
+        )
+    ax.set_xscale("log")
+    ax.margins(x=0.3, y=0.15)
+    ax.set_xlabel("GFLOPs per example (forward, 1 multiply-add = 2 FLOPs)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or f"accuracy vs compute vs size (bubble area ∝ parameters, largest {si(biggest)})")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
