@@ -45,6 +45,7 @@ def test_train_writes_the_run_folder(run_dir: Path) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert results["model"] == "lenet_modern" and 0.5 < results["test_accuracy"] <= 1
     assert results["params"] == 61932 and "deepnn train" in results["command"]
+    assert results["flops"] == 833_040  # forward FLOPs per example (FlopCounterMode), see docs/zoo.md
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -147,3 +148,27 @@ def test_train_with_scratch_convolutions(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "conv_impl: scratch" in (out / "config.yaml").read_text()
     assert deepnn("eval", str(out)).returncode == 0  # the checkpoint rebuilds the scratch model
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    """A real SIGINT mid-epoch: exit 130 with the resume command, then --resume completes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "deepnn", "train", "lenet", "--epochs", "2", "--batch-size", "32",
+                             "--set", "data.train_subset=8192", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    seen = ""
+    while "epoch 1/2" not in seen and time.time() < deadline:  # the progress bar has started
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert f"--resume {out}" in err and "Traceback" not in err
+    assert (out / "last.safetensors").is_file() and not (out / "results.json").exists()
+
+    r = deepnn("train", "lenet", "--resume", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "results.json").read_text())["epochs"] == 2

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..analysis import summarize_model
 from ..data import TensorLoader, load_image_data
 from ..errors import UserError
 from ..models import count_parameters, create_model
@@ -116,7 +117,9 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
         "test_accuracy": test_metrics["accuracy"], "test_loss": test_metrics["loss"],
         "best_val_accuracy": trainer.best_val, "epochs": trainer.epoch, "train_time_s": wall,
         "examples_per_s": sum(r["train_examples_per_s"] for r in trainer.history) / max(len(trainer.history), 1),
-        "params": count_parameters(trainer.model), "seed": cfg.train.seed, "precision": cfg.train.precision,
+        "params": count_parameters(trainer.model),
+        "flops": summarize_model(cfg.model.name, facts["input_shape"], **facts["model_args"]).flops,  # per example
+        "seed": cfg.train.seed, "precision": cfg.train.precision,
         "device": str(trainer.device), "machine": machine(), "git_commit": git_commit(),
         "command": command or " ".join(sys.argv), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "confusion": test_metrics["confusion"],
