@@ -13,15 +13,6 @@ from deepnn.errors import UserError
 from deepnn.layers import conv as scratch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a shared, busy CPU (100× slower there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _twins(
     torch_cls: type[nn.Module], scratch_cls: type[nn.Module], *args, **kwargs
 ) -> tuple[nn.Module, nn.Module]:

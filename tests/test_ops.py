@@ -32,15 +32,6 @@ X7 = torch.stack([X, X + 1])  # C7: two input channels
 K7 = torch.stack([K, K + 1])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a shared, busy CPU (100× slower there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def t(rows: list) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
