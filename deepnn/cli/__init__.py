@@ -23,6 +23,8 @@ COMMANDS = {
     "kernels": "kernels",
     "summary": "summary",
     "chart": "chart",
+    "bench": "bench",
+    "results": "results",
 }
 
 

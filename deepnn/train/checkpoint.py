@@ -4,8 +4,9 @@ Layout of ``last.safetensors`` / ``best.safetensors``:
 
 * tensors ``model.<key>``: the model's ``state_dict`` (weights and buffers);
 * tensors ``optim.<param>.<key>``: the optimizer's per-parameter state (momentum, Adam moments);
-* tensors ``rng.<name>``: random-generator states (``torch``, ``cuda.<i>``), so a resumed run
-  draws the same dropout masks;
+* tensors ``rng.<name>``: random-generator states (``torch``, ``cuda.<i>``, and the trainer's own
+  generators such as ``augment``), so a resumed run draws the same dropout masks and crops;
+* tensors ``ema.<key>``: the exponential moving average of the weights, when the run keeps one;
 * the safetensors header's metadata ``deepnn``: JSON with the format version, the run's
   config, epoch and step counters and the optimizer's non-tensor state.
 
@@ -40,6 +41,7 @@ class Checkpoint:
     meta: dict[str, Any]
     optim: dict[str, torch.Tensor] = field(default_factory=dict)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
     path: Path | None = None
 
 
@@ -66,26 +68,36 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> d
     return {"state": state, "param_groups": groups}
 
 
-def rng_states() -> dict[str, torch.Tensor]:
-    """The global CPU (and CUDA) generator states."""
+def rng_states(generators: dict[str, torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+    """The global CPU (and CUDA) generator states, plus those of the named ``generators``."""
     states = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             states[f"cuda.{i}"] = s
+    for name, g in (generators or {}).items():
+        states[name] = g.get_state()
     return states
 
 
-def set_rng_states(states: dict[str, torch.Tensor]) -> None:
+def set_rng_states(states: dict[str, torch.Tensor], generators: dict[str, torch.Generator] | None = None) -> None:
+    """Restore what :func:`rng_states` returned; a named generator missing from ``states`` raises UserError."""
     if "torch" in states:
         torch.set_rng_state(states["torch"])
     cuda = [states[k] for k in sorted(states) if k.startswith("cuda.")]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+    for name, g in (generators or {}).items():
+        if name not in states:
+            raise UserError(f"the checkpoint holds no state of the {name!r} random generator; "
+                            "it was written with other settings, so resume it with its own config")
+        g.set_state(states[name])
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None, rng: bool = False) -> Path:
-    """Write ``model`` (and optionally optimizer and RNG state) with ``meta`` atomically to ``path``."""
+                    optimizer: torch.optim.Optimizer | None = None, rng: bool = False,
+                    generators: dict[str, torch.Generator] | None = None, ema: nn.Module | None = None) -> Path:
+    """Write ``model`` (and optionally optimizer, RNG states including ``generators``, and the
+    weight average ``ema``) with ``meta`` atomically to ``path``."""
     path = Path(path)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta = {**meta, "format": FORMAT}
@@ -93,7 +105,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
         opt_tensors, meta["optimizer"] = _split_optimizer(optimizer.state_dict())
         tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
     if rng:
-        tensors.update({f"rng.{k}": v for k, v in rng_states().items()})
+        tensors.update({f"rng.{k}": v for k, v in rng_states(generators).items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     # safetensors wants contiguous CPU tensors that share no memory
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,13 +146,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(f"{path} is a safetensors file but not a deepnn checkpoint (no deepnn metadata)") from None
     if meta.get("format") != FORMAT:
         raise UserError(f"{path} has checkpoint format {meta.get('format')!r}; this deepnn reads {FORMAT!r}")
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}, "ema": {}}
     for k, v in tensors.items():
         prefix, _, rest = k.partition(".")
         if prefix not in groups:
             raise UserError(f"{path} holds an unexpected tensor {k!r}; the file is not a deepnn checkpoint")
         groups[prefix][rest] = v
-    return Checkpoint(groups["model"], meta, groups["optim"], groups["rng"], path)
+    return Checkpoint(groups["model"], meta, groups["optim"], groups["rng"], groups["ema"], path)
 
 
 def load_model_state(model: nn.Module, ckpt: Checkpoint, wanted: str = "this model") -> None:

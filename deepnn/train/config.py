@@ -38,6 +38,10 @@ class DataConfig:
     train_subset: int | None = None  # use only the first N training examples (quick experiments, tests)
     batch_size: int = 128
     eval_batch_size: int = 1000
+    # training-batch augmentation on the device (deepnn.data.augment); all off by default
+    crop_padding: int = 0  # zero-pad by this many pixels, then crop back at a random offset (2 or 4)
+    flip: bool = False  # horizontal flip with probability 1/2
+    erase_prob: float = 0.0  # random erasing (Zhong et al. 2017) with this probability per image
 
 
 @dataclass
@@ -71,6 +75,8 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar per epoch
     early_stop_patience: int | None = None  # epochs without val improvement before stopping
     threads: int | None = None  # torch.set_num_threads on CPU; None keeps torch's default
+    ema_decay: float | None = None  # evaluate (and keep as best) an EMA of the weights, e.g. 0.999
+    tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """One readable training loop for every task (minGPT / Lightning Fabric style).
 
-The loop is ``for epoch: for batch: set lr → forward (task.step) → backward → clip → step``,
+The loop is ``for epoch: for batch: set lr → augment → forward (task.step) → backward → clip → step``,
 then validation, checkpoints and hooks. Everything else is an option of the config:
-bf16 autocast, ``channels_last``, ``torch.compile``, gradient clipping, schedules.
+bf16 autocast, ``channels_last``, ``torch.compile``, gradient clipping, schedules, batch
+augmentation on the device (``data.crop_padding``/``flip``/``erase_prob``, applied to training
+batches only, in :meth:`Trainer.to_device`), a weight average for evaluation
+(``train.ema_decay``, the :class:`WeightEMA` hook) and flip test-time augmentation (``train.tta_flip``).
 
 Hooks are plain objects with any of ``on_fit_start(trainer)``, ``on_step_end(trainer)``,
 ``on_epoch_end(trainer, metrics)``, ``on_fit_end(trainer)``; setting ``trainer.stop = True``
@@ -14,6 +17,7 @@ Interrupting (Ctrl-C) finishes the current step, writes ``last.safetensors`` and
 
 from __future__ import annotations
 
+import copy
 import signal
 import threading
 import time
@@ -26,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import TensorLoader
+from ..data.augment import BatchAugment, FlipAverage
 from ..errors import UserError
 from .checkpoint import (
     load_checkpoint,
@@ -73,6 +78,33 @@ class EarlyStopping:
                 trainer.stop = True
 
 
+class WeightEMA:
+    """Hook: an exponential moving average of the weights, used for evaluation.
+
+    Averaging the iterates (Polyak & Juditsky 1992) in its exponential form, as in Szegedy et al.
+    2016 and TensorFlow's ``ExponentialMovingAverage``: after step t,
+    ``ema ← d·ema + (1 − d)·w`` with ``d = min(decay, (1 + t) / (10 + t))``, so early on the
+    average forgets the random initialisation quickly. Floating-point buffers (batch-norm
+    statistics) are averaged the same way; integer buffers are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"train.ema_decay must be between 0 and 1 (e.g. 0.999), got {decay}; null turns it off")
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def on_step_end(self, trainer: Trainer) -> None:
+        t = trainer.global_step
+        d = min(self.decay, (1 + t) / (10 + t))
+        ema, live = self.module.state_dict(), trainer.model.state_dict()  # tensors sharing the modules' storage
+        floats = [k for k, v in ema.items() if v.is_floating_point()]
+        torch._foreach_lerp_([ema[k] for k in floats], [live[k] for k in floats], 1 - d)  # one fused launch
+        for k in ema.keys() - set(floats):
+            ema[k].copy_(live[k])
+
+
 class Trainer:
     """Train ``model`` on ``task`` with the options in ``cfg``.
 
@@ -85,6 +117,9 @@ class Trainer:
         run_dir: where ``last``/``best`` checkpoints go; ``None`` writes nothing.
         hooks: objects with optional ``on_*`` methods (see the module docstring).
         meta: extra JSON-able facts stored in checkpoints (class names, normalisation, ...).
+
+    With ``train.ema_decay`` set, ``trainer.ema`` (a :class:`WeightEMA`, the first hook) holds the
+    averaged model: validation, :meth:`evaluate` and ``best`` checkpoints use it, ``last`` keeps both.
     """
 
     def __init__(self, model: nn.Module, task: Any, train_loader: TensorLoader,
@@ -93,11 +128,18 @@ class Trainer:
         self.cfg, self.task = cfg, task
         self.train_loader, self.val_loader = train_loader, val_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.hooks = list(hooks)
         self.meta = dict(meta or {})
         self.device = resolve_device(cfg.train.device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
+        augment = BatchAugment(cfg.data.crop_padding, cfg.data.flip, cfg.data.erase_prob)
+        self.augment = augment if augment.enabled else None
+        # the trainer's own random draws (augmentation), saved in `last` checkpoints so that resuming is exact
+        self.generators: dict[str, torch.Generator] = {}
+        if self.augment is not None:
+            self.generators["augment"] = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
+        self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
+        self.hooks = [self.ema, *hooks] if self.ema is not None else list(hooks)
         self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -116,14 +158,18 @@ class Trainer:
         """bf16 autocast when ``train.precision=bf16`` (CPU with AVX-512/AMX, CUDA), else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16")
 
-    def to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def to_device(self, batch: tuple[torch.Tensor, ...], augment: bool = False) -> tuple[torch.Tensor, ...]:
+        """Move ``batch`` to the device; ``augment`` (training batches) applies the augmentation to its inputs."""
         x, *rest = (t.to(self.device, non_blocking=True) for t in batch)
+        if augment and self.augment is not None:
+            x = self.augment(x, self.generators["augment"])
         if x.ndim == 4:
             x = x.contiguous(memory_format=self.memory_format)
         return (x, *rest)
 
-    def device_batches(self, loader: TensorLoader, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
-        return (self.to_device(b) for b in loader.batches(epoch, start))
+    def device_batches(self, loader: TensorLoader, epoch: int = 0, start: int = 0,
+                       augment: bool = False) -> Iterator[tuple]:
+        return (self.to_device(b, augment) for b in loader.batches(epoch, start))
 
     @property
     def total_steps(self) -> int:
@@ -146,7 +192,7 @@ class Trainer:
         bar = tqdm(total=n, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, unit="batch", dynamic_ncols=True, leave=True)
         seen, t0 = 0, time.perf_counter()
-        for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch):
+        for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch, augment=True):
             factor = lr_factor(self.cfg.sched, self.global_step, self.total_steps, n)
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
@@ -176,9 +222,16 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         return {**self.task.summarize(sums), "time": elapsed, "examples_per_s": seen / max(elapsed, 1e-9)}
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights evaluation uses: the moving average with ``train.ema_decay``, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def evaluate(self, loader: TensorLoader) -> dict[str, Any]:
-        """The task's metrics on ``loader`` (model in eval mode, autocast as in training)."""
-        return self.task.evaluate(self.model, self.device_batches(loader), autocast=self.autocast)
+        """The task's metrics on ``loader`` (eval mode, autocast as in training; :attr:`eval_model`,
+        averaged over each image and its mirror image with ``train.tta_flip``)."""
+        model = FlipAverage(self.eval_model) if self.cfg.train.tta_flip else self.eval_model
+        return self.task.evaluate(model, self.device_batches(loader), autocast=self.autocast)
 
     def fit(self) -> list[dict[str, Any]]:
         """Train until ``train.epochs`` (or a hook sets ``stop``); returns the per-epoch metrics."""
@@ -214,12 +267,15 @@ class Trainer:
                 "history": self.history}
 
     def save(self, which: str) -> Path | None:
-        """Write ``<run_dir>/<which>.safetensors``: ``last`` holds everything to resume, ``best`` the weights."""
+        """Write ``<run_dir>/<which>.safetensors``: ``last`` holds everything to resume, ``best`` the
+        weights that were validated (:attr:`eval_model`)."""
         if self.run_dir is None:
             return None
-        full = which == "last"
-        return save_checkpoint(self.run_dir / f"{which}.safetensors", self.model, self.state_meta(),
-                               optimizer=self.optimizer if full else None, rng=full)
+        path, meta = self.run_dir / f"{which}.safetensors", self.state_meta()
+        if which != "last":
+            return save_checkpoint(path, self.eval_model, meta)
+        return save_checkpoint(path, self.model, meta, optimizer=self.optimizer, rng=True, generators=self.generators,
+                               ema=self.ema.module if self.ema is not None else None)
 
     def resume(self, path: str | Path) -> None:
         """Restore weights, optimizer, counters and RNG from a ``last`` checkpoint (or its run folder)."""
@@ -228,10 +284,15 @@ class Trainer:
             raise UserError(f"{ckpt.path} holds weights only (a 'best' checkpoint); resume from last.safetensors")
         load_model_state(self.model, ckpt, repr(self.cfg.model.name))
         load_optimizer_state(self.optimizer, ckpt)
+        if self.ema is not None:
+            if not ckpt.ema:
+                raise UserError(f"{ckpt.path} holds no weight average but train.ema_decay is set; "
+                                "resume it with the config it was written with")
+            self.ema.module.load_state_dict(ckpt.ema)
         m = ckpt.meta
         self.epoch, self.step_in_epoch, self.global_step = m["epoch"], m["step_in_epoch"], m["global_step"]
         self.epoch_stats, self.best_val, self.history = m["epoch_stats"], m["best_val"], m["history"]
-        set_rng_states(ckpt.rng)
+        set_rng_states(ckpt.rng, self.generators)
 
 
 class _graceful_interrupt:  # noqa: N801 - used as a context manager

@@ -1,0 +1,210 @@
+"""Training throughput and model-FLOPs utilisation (MFU) of a registered model on synthetic data.
+
+:func:`train_throughput` times the real training step, the :class:`~deepnn.train.Trainer`'s
+(learning-rate update, autocast, forward, loss, backward, optimizer), on random images that
+live on the device, after a few warm-up steps (kernel selection, allocator, autocast caches).
+
+FLOPs follow one convention throughout:
+
+* the **forward** FLOPs per example are FlopCounterMode's count from
+  :func:`~deepnn.analysis.summarize_model` (1 multiply-add = 2 FLOPs; normalisation,
+  activations and pooling count 0), the figure ``results.json`` and ``docs/zoo.md`` report;
+* a **training** example costs **3 ×** the forward FLOPs: the backward pass computes the
+  gradients of the activations and of the weights, each about as costly as the forward pass
+  (the "6N per token" rule of Kaplan et al. 2020);
+* **MFU** (Chowdhery et al. 2022, PaLM, appendix B) is achieved training FLOP/s divided by the
+  peak, measured here rather than taken from a datasheet: the best of a few large square
+  matrix multiplies (:func:`matmul_peak`) in the run's precision on the same device.
+
+On CUDA, PyTorch runs float32 convolutions as TF32 by default (``torch.backends.cudnn.allow_tf32``)
+while float32 matmuls stay full precision, so fp32 MFU of a convolutional net can exceed what a
+pure float32 machine would allow.
+
+    >>> r = train_throughput("lenet", steps=3, warmup=1, batch_size=16, device="cpu")  # doctest: +SKIP
+    >>> r.examples_per_s > 0
+    True
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UserError
+from ..models import create_model
+from ..train.config import Config
+from ..train.tasks import ClassificationTask
+from ..train.trainer import Trainer, resolve_device
+from .summary import summarize_model
+
+__all__ = ["PRECISIONS", "COMPARE", "StepBench", "matmul_peak", "train_throughput", "compare_settings",
+           "compare_markdown_table", "median_rate"]
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (activations and weights), see the module docstring
+POOL_BYTES = 256 * 2**20  # synthetic images kept on the device at most
+# the two settings of `deepnn bench train --compare` (issue 5: bf16 + channels_last >= 1.5x fp32)
+COMPARE = (("fp32", False), ("bf16", True))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_peak(precision: str = "fp32", device: str | torch.device = "auto", n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of the fastest of ``reps`` ``(n, n) @ (n, n)`` products (2·n³ FLOPs each) in ``precision``."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    g = torch.Generator(device=dev).manual_seed(0)
+    a, b = (torch.randn(n, n, device=dev, generator=g).to(PRECISIONS[precision]) for _ in range(2))
+    a @ b  # warm-up: library initialisation and kernel choice
+    best = float("inf")
+    for _ in range(reps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+@dataclass(frozen=True)
+class StepBench:
+    """One timed run: ``steps`` training steps of ``batch_size`` examples took ``seconds``."""
+
+    model: str
+    input_shape: tuple[int, int, int]
+    batch_size: int
+    steps: int
+    precision: str
+    channels_last: bool
+    device: str
+    seconds: float
+    forward_flops: int  # per example, FlopCounterMode (1 multiply-add = 2 FLOPs)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.batch_size * self.steps / self.seconds
+
+    @property
+    def train_flops_per_s(self) -> float:
+        """Achieved model FLOP/s: 3 × forward FLOPs per example × examples/s."""
+        return TRAIN_FLOPS_PER_FORWARD * self.forward_flops * self.examples_per_s
+
+    @property
+    def setting(self) -> str:
+        return self.precision + (" + channels_last" if self.channels_last else "")
+
+
+class _SyntheticBatches:
+    """``steps`` batches of random images and labels, cycling through a pool kept on the device.
+
+    Duck-types :class:`~deepnn.data.TensorLoader` (``len`` and ``batches``); each batch is a slice
+    of the pool, as an unshuffled TensorLoader's is.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int) -> None:
+        self.x, self.y, self.batch_size, self.steps = x, y, batch_size, steps
+        self.pool = len(x) // batch_size
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(start, self.steps):
+            sl = slice((i % self.pool) * self.batch_size, (i % self.pool + 1) * self.batch_size)
+            yield self.x[sl], self.y[sl]
+
+
+class _StepTimer:
+    """Hook: the time from the end of step ``warmup`` to the end of the last step (device synchronised)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.marks: list[float] = []
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.global_step in (self.warmup, trainer.total_steps):
+            _sync(trainer.device)
+            self.marks.append(time.perf_counter())
+
+
+def train_throughput(model: str, input_shape: Sequence[int] = (1, 28, 28), *, batch_size: int = 128,
+                     steps: int = 50, warmup: int = 5, precision: str = "fp32", channels_last: bool = False,
+                     device: str = "auto", num_classes: int = 10, seed: int = 0) -> StepBench:
+    """Time ``steps`` training steps of ``model`` (after ``warmup`` untimed ones) on random data.
+
+    The model is built for ``input_shape`` (C, H, W) and trained with the default optimizer
+    (AdamW) as ``deepnn train`` would, in ``precision`` (bf16 = autocast) and optionally
+    channels-last memory format.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
+    if steps < 1 or warmup < 1 or batch_size < 1:
+        raise UserError(f"steps, warm-up steps and batch size must be at least 1, got {steps}, {warmup}, "
+                        f"{batch_size}")
+    c, h, w = input_shape
+    forward_flops = summarize_model(model, (c, h, w), num_classes=num_classes).flops  # checks name and shape
+    cfg = Config()
+    cfg.model.name = model
+    cfg.data.batch_size = batch_size
+    cfg.train.epochs, cfg.train.seed, cfg.train.progress = 1, seed, False
+    cfg.train.precision, cfg.train.channels_last, cfg.train.device = precision, channels_last, device
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=h)
+    total = warmup + steps
+    pool = max(1, min(total, POOL_BYTES // (batch_size * c * h * w * 4)))  # batches of float32 images
+    g = torch.Generator(device=dev).manual_seed(seed)
+    x = torch.randn(pool * batch_size, c, h, w, device=dev, generator=g)
+    y = torch.randint(0, num_classes, (pool * batch_size,), device=dev, generator=g)
+    timer = _StepTimer(warmup)
+    trainer = Trainer(net, ClassificationTask(num_classes), _SyntheticBatches(x, y, batch_size, total),
+                      cfg=cfg, hooks=[timer])
+    trainer.fit()
+    seconds = timer.marks[1] - timer.marks[0]
+    return StepBench(model, (c, h, w), batch_size, steps, precision, channels_last, str(dev), seconds, forward_flops)
+
+
+def compare_settings(model: str, input_shape: Sequence[int] = (1, 28, 28), *, rounds: int = 3,
+                     settings: Sequence[tuple[str, bool]] = COMPARE, **kwargs: object) -> list[list[StepBench]]:
+    """Run :func:`train_throughput` for each ``(precision, channels_last)`` setting, interleaved
+    (round 1: A, B; round 2: A, B; ...) so that machine noise hits all settings alike.
+    Returns one list of ``rounds`` results per setting."""
+    if rounds < 1:
+        raise UserError(f"rounds must be at least 1, got {rounds}")
+    runs: list[list[StepBench]] = [[] for _ in settings]
+    for _ in range(rounds):
+        for i, (precision, channels_last) in enumerate(settings):
+            runs[i].append(train_throughput(model, input_shape, precision=precision, channels_last=channels_last,
+                                            **kwargs))
+    return runs
+
+
+def median_rate(runs: Sequence[StepBench]) -> float:
+    """Median examples/s of repeated runs of one setting."""
+    return statistics.median(r.examples_per_s for r in runs)
+
+
+def compare_markdown_table(runs: Sequence[Sequence[StepBench]], peaks: dict[str, float]) -> str:
+    """Median examples/s per setting, achieved FLOP/s, MFU against ``peaks[precision]``, and the
+    ratio of each setting's median to the first one's."""
+    base = median_rate(runs[0])
+    lines = ["| setting | examples/s (median) | min–max | achieved GFLOP/s | matmul peak GFLOP/s | MFU | vs first |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for rs in runs:
+        eps = [r.examples_per_s for r in rs]
+        med = median_rate(rs)
+        achieved = TRAIN_FLOPS_PER_FORWARD * rs[0].forward_flops * med
+        peak = peaks[rs[0].precision]
+        lines.append(f"| {rs[0].setting} | {med:.0f} | {min(eps):.0f}–{max(eps):.0f} | {achieved / 1e9:.1f} | "
+                     f"{peak / 1e9:.1f} | {100 * achieved / peak:.1f} % | {med / base:.2f}× |")
+    return "\n".join(lines)

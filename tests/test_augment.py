@@ -1,0 +1,192 @@
+"""Batch augmentation on the device, the weight average (EMA), flip test-time augmentation, and
+exact resume with all of them on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import deepnn
+from deepnn.data import TensorLoader
+from deepnn.data.augment import BatchAugment, FlipAverage, random_crop, random_erase, random_flip
+from deepnn.train import ClassificationTask, Config, Trainer, apply_overrides
+from deepnn.train.checkpoint import load_checkpoint
+from deepnn.train.trainer import WeightEMA
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_random_crop_is_a_window_of_the_zero_padded_image() -> None:
+    """Every output equals one of the (2p+1)² windows of its padded input, and offsets vary."""
+    x = torch.randn(16, 2, 10, 12)
+    p = 2
+    out = random_crop(x, p, gen())
+    padded = F.pad(x, (p,) * 4)
+    offsets = set()
+    for i in range(len(x)):
+        hits = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+                if torch.equal(out[i], padded[i, :, dy:dy + 10, dx:dx + 12])]
+        assert hits, f"example {i} is no window of its padded image"
+        offsets.add(hits[0])
+    assert len(offsets) > 4  # per-example offsets, not one shift for the whole batch
+    assert random_crop(x, 0, gen()) is x
+
+
+def test_random_flip_mirrors_about_half() -> None:
+    x = torch.randn(400, 1, 5, 7)
+    out = random_flip(x, gen())
+    same = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
+    mirrored = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
+    assert bool((same | mirrored).all())
+    assert 150 < int(mirrored.sum()) < 250
+
+
+def test_random_erase_zeros_one_rectangle_of_the_papers_size() -> None:
+    """Zhong et al. 2017: with probability p, one rectangle of 2-40 % of the image set to the mean (0)."""
+    x = torch.rand(300, 1, 28, 28) + 1.0  # no zeros before erasing
+    out = random_erase(x, 0.5, gen())
+    erased = 0
+    for o, i in zip(out, x):
+        zero = o[0] == 0  # (H, W)
+        if not zero.any():
+            assert torch.equal(o, i)
+            continue
+        erased += 1
+        rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert int(zero.sum()) == h * w  # a filled rectangle
+        assert 0.01 <= h * w / 784 <= 0.42  # 2-40 % before rounding the sides to whole pixels
+        assert torch.equal(o[0][~zero], i[0][~zero])
+    assert 110 < erased < 190
+
+
+def test_batch_augment_is_seeded_and_keeps_shape_and_device() -> None:
+    x = torch.randn(8, 1, 28, 28)
+    aug = BatchAugment(crop_padding=4, flip=True, erase_prob=0.5)
+    a, b = aug(x, gen(3)), aug(x, gen(3))
+    assert torch.equal(a, b) and a.shape == x.shape and a.device == x.device
+    assert not torch.equal(a, aug(x, gen(4)))
+    assert not BatchAugment().enabled
+
+
+@pytest.mark.parametrize("kwargs, fragment", [({"crop_padding": -1}, "data.crop_padding"),
+                                              ({"erase_prob": 1.5}, "data.erase_prob")])
+def test_bad_augmentation_settings_are_user_errors(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(deepnn.UserError, match=fragment):
+        BatchAugment(**kwargs)
+
+
+def test_flip_average_is_the_mean_probability_of_both_views() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.randn(5, 1, 3, 4)
+    out = FlipAverage(net)(x)
+    expected = (net(x).softmax(-1) + net(x.flip(-1)).softmax(-1)) / 2
+    torch.testing.assert_close(out.exp(), expected)
+    torch.testing.assert_close(FlipAverage(net)(x.flip(-1)), out)  # the mirror image gets the same answer
+
+
+class TinyNet(nn.Module):
+    """Conv + batch norm + dropout: resuming must restore weights, buffers and both RNGs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(4),
+                                 nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * 7 * 7, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def config(*overrides: str) -> Config:
+    return apply_overrides(Config(), ["train.progress=false", "train.epochs=2", *overrides])
+
+
+AUGMENTED = ("data.crop_padding=2", "data.flip=true", "data.erase_prob=0.5", "train.ema_decay=0.9",
+             "train.tta_flip=true")
+
+
+def make_trainer(run_dir: Path | None, *overrides: str, hooks=()) -> Trainer:
+    torch.manual_seed(1)
+    x, y = torch.randn(192, 1, 28, 28), torch.randint(0, 10, (192,))
+    return Trainer(TinyNet(), ClassificationTask(10), TensorLoader(x, y, 32, shuffle=True, drop_last=True),
+                   TensorLoader(x[:64], y[:64], 64), cfg=config(*overrides), run_dir=run_dir, hooks=hooks)
+
+
+class InterruptAt:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.global_step == self.step:
+            trainer._interrupted = True  # what Ctrl-C does
+
+
+def test_augmentation_changes_training() -> None:
+    plain, augmented = make_trainer(None), make_trainer(None, "data.crop_padding=2", "data.flip=true")
+    plain.fit()
+    augmented.fit()
+    assert not torch.equal(plain.model.net[0].weight, augmented.model.net[0].weight)
+
+
+@pytest.mark.parametrize("stop_at", [4, 9])  # mid-epoch, in the second epoch
+def test_resume_with_augmentation_and_ema_is_bit_exact(tmp_path: Path, stop_at: int) -> None:
+    straight = make_trainer(tmp_path / "a", *AUGMENTED)
+    straight.fit()
+    interrupted = make_trainer(tmp_path / "b", *AUGMENTED, hooks=[InterruptAt(stop_at)])
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    assert "augment" in load_checkpoint(tmp_path / "b").rng
+    resumed = make_trainer(tmp_path / "b", *AUGMENTED)
+    torch.manual_seed(12345)
+    resumed.resume(tmp_path / "b")
+    resumed.fit()
+    for ours, theirs in ((resumed.model, straight.model), (resumed.ema.module, straight.ema.module)):
+        for k, v in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(straight.history)
+
+
+def test_ema_follows_the_formula_and_is_what_evaluation_and_best_use(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, "train.ema_decay=0.5", "train.epochs=1")
+    assert trainer.hooks[0] is trainer.ema and trainer.eval_model is trainer.ema.module
+    start = trainer.ema.module.net[0].weight.clone()
+    trainer.global_step = 3  # d = min(0.5, 4 / 13) = 4/13
+    trainer.model.net[0].weight.data.add_(1.0)
+    trainer.ema.on_step_end(trainer)
+    torch.testing.assert_close(trainer.ema.module.net[0].weight, 4 / 13 * start + 9 / 13 * trainer.model.net[0].weight)
+
+    trainer = make_trainer(tmp_path / "run", "train.ema_decay=0.9", "train.epochs=1")
+    trainer.fit()
+    ema = trainer.ema.module
+    assert not torch.equal(ema.net[0].weight, trainer.model.net[0].weight)
+    val = trainer.evaluate(trainer.val_loader)
+    assert val == ClassificationTask(10).evaluate(ema, trainer.device_batches(trainer.val_loader))
+    best = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    torch.testing.assert_close(best.model["net.0.weight"], ema.net[0].weight, rtol=0, atol=0)
+    assert not best.ema and not best.rng
+    last = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    torch.testing.assert_close(last.model["net.0.weight"], trainer.model.net[0].weight, rtol=0, atol=0)
+    torch.testing.assert_close(last.ema["net.0.weight"], ema.net[0].weight, rtol=0, atol=0)
+
+
+def test_tta_flip_evaluates_the_flip_average() -> None:
+    trainer = make_trainer(None, "train.tta_flip=true", "train.epochs=1")
+    got = trainer.evaluate(trainer.val_loader)
+    want = ClassificationTask(10).evaluate(FlipAverage(trainer.model), trainer.device_batches(trainer.val_loader))
+    plain = ClassificationTask(10).evaluate(trainer.model, trainer.device_batches(trainer.val_loader))
+    assert got == want and got["loss"] != plain["loss"]
+
+
+def test_defaults_add_nothing_and_bad_decay_is_refused() -> None:
+    trainer = make_trainer(None)
+    assert trainer.augment is None and trainer.ema is None and trainer.generators == {}
+    with pytest.raises(deepnn.UserError, match="train.ema_decay"):
+        WeightEMA(nn.Linear(2, 2), 1.0)

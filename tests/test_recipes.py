@@ -1,0 +1,40 @@
+"""The packaged `fast` recipes (issue 5): each parses, names its own model, builds, and one trains end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli import deepnn
+
+from deepnn.analysis.summary import summarize_model
+from deepnn.train.config import RECIPES_DIR, Config, load_yaml, recipe_path
+
+FAST = ["resnet18", "alexnet", "vgg11", "nin", "googlenet", "inception_bn", "highway", "lenet_modern"]
+
+
+def test_every_zoo_model_of_the_issue_has_a_fast_recipe() -> None:
+    assert sorted(p.name for p in RECIPES_DIR.glob("*-fast.yaml")) == sorted(f"{m}-fast.yaml" for m in FAST)
+
+
+@pytest.mark.parametrize("model", FAST)
+def test_fast_recipe_parses_names_its_model_and_builds(model: str) -> None:
+    path = recipe_path(model, "fast")
+    assert path is not None
+    cfg = Config.from_dict(load_yaml(path), str(path))  # unknown keys and wrong types raise
+    assert cfg.model.name == model
+    assert cfg.train.label_smoothing == 0.1 and cfg.sched.name == "onecycle"
+    assert cfg.data.crop_padding > 0 and cfg.data.flip
+    summarize_model(model, (1, 28, 28), num_classes=10, **cfg.model.args)  # the builder takes model.args
+
+
+def test_fast_recipe_trains_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = deepnn("train", "lenet_modern", "--recipe", "fast", "--set", "data.train_subset=256", "--epochs", "1",
+               "--set", "train.ema_decay=0.9", "--set", "train.tta_flip=true", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy" in r.stdout and (out / "results.json").is_file()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["crop_padding"] == 2 and saved["data"]["flip"] and saved["train"]["label_smoothing"] == 0.1
+    assert saved["train"]["epochs"] == 1 and saved["data"]["train_subset"] == 256
