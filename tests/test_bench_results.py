@@ -69,7 +69,7 @@ def test_results_group_seeds_of_one_recipe(tmp_path: Path) -> None:
     assert rows[0].accuracy_std == pytest.approx(statistics.stdev([0.90, 0.92]))
     assert rows[0].command == "deepnn train lenet --epochs 3 --seed {seed}"
     table = results_markdown(rows)
-    assert "| lenet | 0, 1 | 91.00 ± 1.41 | 10.5 | 1000 | 61.7K | 0.001 | fp32 | x86_64, 2 threads |" in table
+    assert "| lenet | 0, 1 | 91.00 ± 1.41 | 10.5 | 1000 | 61.7K | 0.000833 | fp32 | x86_64, 2 threads |" in table
     assert "| lenet | 2 | 85.00 | 12.0 |" in table
 
 

@@ -146,7 +146,7 @@ def results_markdown(rows: Sequence[ResultRow]) -> str:
     for r in rows:
         acc = f"{100 * r.accuracy:.2f}" + (f" ± {100 * r.accuracy_std:.2f}" if len(r.accuracies) > 1 else "")
         cells = [r.model, ", ".join(map(str, r.seeds)), acc, f"{statistics.mean(r.train_times):.1f}",
-                 f"{statistics.mean(r.examples_per_s):.0f}", si(r.params), f"{r.flops / 1e9:.3f}", r.precision,
+                 f"{statistics.mean(r.examples_per_s):.0f}", si(r.params), f"{r.flops / 1e9:.3g}", r.precision,
                  "; ".join(r.machines), f"`{r.command}`"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
