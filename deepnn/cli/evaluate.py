@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import TensorLoader, load_image_data
+from ..data.augment import FlipAverage
 from ..train.config import Config
 from ..train.run import load_run
 from ..train.tasks import ClassificationTask
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
                            val_size=cfg.data.val_size, seed=cfg.train.seed)
     x, y = data.test if args.split == "test" else data.val
     classes = meta["data"]["classes"]
+    if cfg.train.tta_flip:  # evaluate as the run did: average each image with its mirror image
+        model = FlipAverage(model)
     metrics = ClassificationTask(len(classes)).evaluate(model, TensorLoader(x, y, cfg.data.eval_batch_size))
     print(f"{cfg.model.name} ({args.checkpoint} checkpoint, epoch {meta['epoch']}) on {cfg.data.name} {args.split}: "
           f"accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  ({len(y)} examples)")

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import UserError
 from . import fashion_mnist
+from .augment import BatchAugment, FlipAverage
 from .loader import TensorLoader
 
 DATASETS = ("fashion_mnist",)
@@ -64,4 +65,6 @@ def load_image_data(name: str = "fashion_mnist", *, data_dir: str | Path | None 
     )
 
 
-__all__ = ["DATASETS", "ImageData", "TensorLoader", "load_image_data", "normalize"]
+__all__ = [
+    "DATASETS", "BatchAugment", "FlipAverage", "ImageData", "TensorLoader", "load_image_data", "normalize",
+]
