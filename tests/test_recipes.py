@@ -11,11 +11,12 @@ from test_cli import deepnn
 from deepnn.analysis.summary import summarize_model
 from deepnn.train.config import RECIPES_DIR, Config, load_yaml, recipe_path
 
-FAST = ["resnet18", "alexnet", "vgg11", "nin", "googlenet", "inception_bn", "highway", "lenet_modern"]
+ISSUE = ["resnet18", "alexnet", "vgg11", "nin", "googlenet", "inception_bn", "highway", "lenet_modern"]
+FAST = sorted(p.name.removesuffix("-fast.yaml") for p in RECIPES_DIR.glob("*-fast.yaml"))
 
 
 def test_every_zoo_model_of_the_issue_has_a_fast_recipe() -> None:
-    assert sorted(p.name for p in RECIPES_DIR.glob("*-fast.yaml")) == sorted(f"{m}-fast.yaml" for m in FAST)
+    assert set(ISSUE) <= set(FAST)
 
 
 @pytest.mark.parametrize("model", FAST)
