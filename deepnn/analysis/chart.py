@@ -67,7 +67,7 @@ def find_results(paths: Sequence[str | Path] = ()) -> list[Path]:
     return found
 
 
-def _read(path: Path) -> dict:
+def read_result(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -91,7 +91,7 @@ def load_results(paths: Iterable[str | Path]) -> list[ModelPoint]:
     """Group the runs in ``paths`` into one :class:`ModelPoint` per (model, params, flops)."""
     groups: dict[tuple[str, int, int], list[float]] = {}
     for path in paths:
-        r = _read(Path(path))
+        r = read_result(Path(path))
         groups.setdefault((r["model"], int(r["params"]), int(r["flops"])), []).append(
             float(r["test_accuracy"])
         )

@@ -24,8 +24,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..train.config import load_yaml
-from .chart import DEFAULT_GLOB
-from .chart import _read as read_result
+from .chart import DEFAULT_GLOB, read_result
 from .summary import si
 
 __all__ = ["PER_RUN", "ResultRow", "command_template", "group_results", "results_markdown"]
