@@ -301,3 +301,21 @@ def test_bad_arguments_raise_clear_errors(call, message) -> None:
         call()
     assert isinstance(info.value, ValueError)
     assert "\n" not in str(info.value)
+
+
+def test_conv2d_in_batch_chunks_matches_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large batches run in chunks (COLS_BUDGET); values and gradients must not change."""
+    import deepnn.ops.conv as conv_module
+
+    monkeypatch.setattr(conv_module, "COLS_BUDGET", 1)  # one example per chunk
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    ours = conv2d(x, w, b, stride=(2, 1), padding=1)
+    grads = torch.autograd.grad(ours.square().sum(), (x, w, b))
+    ref = F.conv2d(x, w, b, stride=(2, 1), padding=1)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x, w, b))
+    torch.testing.assert_close(ours, ref)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
