@@ -159,6 +159,9 @@ def test_unknown_device_and_optimizer() -> None:
 
     with pytest.raises(deepnn.UserError, match="unknown device"):
         resolve_device("tpu7")
+    with pytest.raises(deepnn.UserError, match="train.precision='fp16' is not supported"):
+        Trainer(nn.Linear(2, 2), ClassificationTask(2), TensorLoader(torch.zeros(2, 2), torch.zeros(2), 1),
+                cfg=small_config("train.precision=fp16"))
     with pytest.raises(deepnn.UserError, match="unknown optimizer"):
         Trainer(nn.Linear(2, 2), ClassificationTask(2), TensorLoader(torch.zeros(2, 2), torch.zeros(2), 1),
                 cfg=small_config("optim.name=lion"))

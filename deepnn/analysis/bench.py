@@ -38,13 +38,12 @@ from ..errors import UserError
 from ..models import create_model
 from ..train.config import Config
 from ..train.tasks import ClassificationTask
-from ..train.trainer import Trainer, resolve_device
+from ..train.trainer import PRECISIONS, Trainer, resolve_device
 from .summary import summarize_model
 
 __all__ = ["PRECISIONS", "COMPARE", "StepBench", "matmul_peak", "train_throughput", "compare_settings",
            "compare_markdown_table", "median_rate"]
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (activations and weights), see the module docstring
 POOL_BYTES = 256 * 2**20  # synthetic images kept on the device at most
 # the two settings of `deepnn bench train --compare` (issue 5: bf16 + channels_last >= 1.5x fp32)

@@ -42,6 +42,8 @@ from .checkpoint import (
 from .config import Config
 from .optim import build_optimizer, lr_factor
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.precision -> compute dtype
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple's MPS, then the CPU."""
@@ -125,6 +127,9 @@ class Trainer:
     def __init__(self, model: nn.Module, task: Any, train_loader: TensorLoader,
                  val_loader: TensorLoader | None = None, *, cfg: Config, run_dir: str | Path | None = None,
                  hooks: Iterable[Any] = (), meta: dict[str, Any] | None = None) -> None:
+        if cfg.train.precision not in PRECISIONS:
+            raise UserError(f"train.precision={cfg.train.precision!r} is not supported; "
+                            f"use one of {', '.join(PRECISIONS)}")
         self.cfg, self.task = cfg, task
         self.train_loader, self.val_loader = train_loader, val_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
