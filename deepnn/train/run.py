@@ -27,7 +27,7 @@ from ..analysis import summarize_model
 from ..data import TensorLoader, load_image_data
 from ..errors import UserError
 from ..models import count_parameters, create_model
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_model_state
 from .config import Config
 from .plot import plot_curves, read_metrics
 from .tasks import ClassificationTask
@@ -68,8 +68,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def build_trainer(cfg: Config, run_dir: Path | None, extra_hooks: list[Any] | None = None
-                  ) -> tuple[Trainer, TensorLoader, dict[str, Any]]:
+def build_trainer(cfg: Config, run_dir: Path | None) -> tuple[Trainer, TensorLoader, dict[str, Any]]:
     """Data, model and Trainer for ``cfg``; returns the trainer, the test loader and the data facts."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -88,7 +87,7 @@ def build_trainer(cfg: Config, run_dir: Path | None, extra_hooks: list[Any] | No
     test = TensorLoader(*on(data.test), cfg.data.eval_batch_size)
     facts = {"model_args": args, "classes": list(data.classes), "mean": data.mean, "std": data.std,
              "input_shape": list(data.input_shape)}
-    hooks: list[Any] = list(extra_hooks or [])
+    hooks: list[Any] = []
     if run_dir is not None:
         hooks.append(RunLogger(run_dir, f"{cfg.model.name} on {cfg.data.name}"))
     if cfg.train.early_stop_patience:
@@ -130,13 +129,12 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
 
 def load_run(path: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained model from a run folder (or a checkpoint file); returns ``(model, meta)``."""
-    from .checkpoint import load_model_state
-
     path = Path(path)
     if path.is_dir():
-        if not (path / f"{which}.safetensors").is_file() and not (path / "last.safetensors").is_file():
+        found = [p for p in (path / f"{which}.safetensors", path / "last.safetensors") if p.is_file()]
+        if not found:
             raise UserError(f"{path} holds no checkpoint (best.safetensors / last.safetensors); is it a run folder?")
-        path = path / f"{which}.safetensors" if (path / f"{which}.safetensors").is_file() else path / "last.safetensors"
+        path = found[0]
     elif not path.exists():
         raise UserError(f"run folder or checkpoint {str(path)!r} does not exist")
     ckpt = load_checkpoint(path)
