@@ -47,14 +47,14 @@ def test_bench_cli(tmp_path: Path) -> None:
 
 
 def write_run(root: Path, name: str, seed: int, acc: float, epochs: int = 3, model: str = "lenet",
-              config: bool = True) -> Path:
+              config: bool = True, gpu: str | None = None) -> Path:
     run = root / name
     run.mkdir(parents=True)
     cmd = f"deepnn train {model} --epochs {epochs} --seed {seed} --out runs/{name}"
     (run / "results.json").write_text(json.dumps({
         "model": model, "test_accuracy": acc, "test_loss": 0.3, "epochs": epochs, "train_time_s": 10.0 + seed,
         "examples_per_s": 1000.0, "params": 61706, "flops": 833040, "seed": seed, "precision": "fp32",
-        "machine": {"processor": "x86_64", "cpu_threads": 2}, "command": cmd}))
+        "machine": {"processor": "x86_64", "cpu_threads": 2, **({"gpu": gpu} if gpu else {})}, "command": cmd}))
     if config:
         (run / "config.yaml").write_text(yaml.safe_dump(
             {"model": {"name": model}, "train": {"epochs": epochs, "seed": seed, "progress": False}}))
@@ -71,6 +71,12 @@ def test_results_group_seeds_of_one_recipe(tmp_path: Path) -> None:
     table = results_markdown(rows)
     assert "| lenet | 0, 1 | 91.00 ± 1.41 | 10.5 | 1000 | 61.7K | 0.000833 | fp32 | x86_64, 2 threads |" in table
     assert "| lenet | 2 | 85.00 | 12.0 |" in table
+
+
+def test_results_keep_machines_apart(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path, "a", 0, 0.90), write_run(tmp_path, "b", 1, 0.92, gpu="NVIDIA H100 80GB HBM3")]
+    rows = group_results(p / "results.json" for p in runs)
+    assert [(r.seeds, r.machines) for r in rows] == [((1,), ("NVIDIA H100 80GB HBM3",)), ((0,), ("x86_64, 2 threads",))]
 
 
 def test_results_without_config_group_by_command() -> None:

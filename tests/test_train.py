@@ -165,3 +165,9 @@ def test_unknown_device_and_optimizer() -> None:
     with pytest.raises(deepnn.UserError, match="unknown optimizer"):
         Trainer(nn.Linear(2, 2), ClassificationTask(2), TensorLoader(torch.zeros(2, 2), torch.zeros(2), 1),
                 cfg=small_config("optim.name=lion"))
+
+
+def test_batch_larger_than_the_training_set_is_named() -> None:
+    loader = TensorLoader(torch.zeros(100, 2), torch.zeros(100), 128, drop_last=True)
+    with pytest.raises(deepnn.UserError, match=r"data.batch_size=128 exceeds the 100 training examples"):
+        Trainer(nn.Linear(2, 2), ClassificationTask(2), loader, cfg=small_config("data.batch_size=128"))

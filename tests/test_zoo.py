@@ -199,6 +199,17 @@ def test_resnet_downsamples_per_stage(name: str, size: int, shapes: list[tuple[i
     assert isinstance(model.features.layer2[1].shortcut, nn.Identity)
 
 
+def test_resnet_width_div_narrows_every_stage() -> None:
+    """width_div divides 64/128/256/512 (the Fashion-MNIST sprint recipe uses 2)."""
+    model = _meta("resnet50", input_size=28, width_div=2)
+    x = torch.empty(2, 3, 28, 28, device="meta")
+    assert [(x := stage(x)).shape[1] for stage in model.features] == [32, 128, 256, 512, 1024]
+    count = deepnn.models.parameter_count("resnet18", num_classes=10, in_channels=1, input_size=28, width_div=2)
+    assert count == 2_797_034
+    with pytest.raises(deepnn.UserError, match="width_div"):
+        deepnn.create_model("resnet18", width_div=0)
+
+
 def test_residual_is_f_plus_identity() -> None:
     from deepnn.models.resnet import Residual
 

@@ -57,11 +57,17 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def matmul_peak(precision: str = "fp32", device: str | torch.device = "auto", n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of the fastest of ``reps`` ``(n, n) @ (n, n)`` products (2·n³ FLOPs each) in ``precision``."""
+def matmul_peak(precision: str = "fp32", device: str | torch.device = "auto", n: int | None = None,
+                reps: int = 5) -> float:
+    """FLOP/s of the fastest of ``reps`` ``(n, n) @ (n, n)`` products (2·n³ FLOPs each) in ``precision``.
+
+    ``n`` defaults to 2048 on a CPU and 8192 on a GPU (a 2048³ product is too short to fill a
+    data-centre GPU: launch latency would halve the "peak").
+    """
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
     dev = resolve_device(device) if isinstance(device, str) else device
+    n = n or (8192 if dev.type == "cuda" else 2048)
     g = torch.Generator(device=dev).manual_seed(0)
     a, b = (torch.randn(n, n, device=dev, generator=g).to(PRECISIONS[precision]) for _ in range(2))
     a @ b  # warm-up: library initialisation and kernel choice
@@ -88,6 +94,7 @@ class StepBench:
     device: str
     seconds: float
     forward_flops: int  # per example, FlopCounterMode (1 multiply-add = 2 FLOPs)
+    compiled: bool = False  # torch.compile
 
     @property
     def examples_per_s(self) -> float:
@@ -100,7 +107,8 @@ class StepBench:
 
     @property
     def setting(self) -> str:
-        return self.precision + (" + channels_last" if self.channels_last else "")
+        layout = " + channels_last" if self.channels_last else ""
+        return self.precision + layout + (" + compile" if self.compiled else "")
 
 
 class _SyntheticBatches:
@@ -138,12 +146,14 @@ class _StepTimer:
 
 def train_throughput(model: str, input_shape: Sequence[int] = (1, 28, 28), *, batch_size: int = 128,
                      steps: int = 50, warmup: int = 5, precision: str = "fp32", channels_last: bool = False,
-                     device: str = "auto", num_classes: int = 10, seed: int = 0) -> StepBench:
+                     device: str = "auto", compile: bool = False, num_classes: int = 10, seed: int = 0,
+                     **model_args: object) -> StepBench:
     """Time ``steps`` training steps of ``model`` (after ``warmup`` untimed ones) on random data.
 
-    The model is built for ``input_shape`` (C, H, W) and trained with the default optimizer
-    (AdamW) as ``deepnn train`` would, in ``precision`` (bf16 = autocast) and optionally
-    channels-last memory format.
+    The model is built for ``input_shape`` (C, H, W) with ``model_args`` (e.g. ``width_div=4``) and
+    trained with the default optimizer (AdamW) as ``deepnn train`` would, in ``precision``
+    (bf16 = autocast), optionally channels-last and ``torch.compile``-d (compilation happens in
+    the warm-up steps, which are not timed).
     """
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
@@ -151,15 +161,16 @@ def train_throughput(model: str, input_shape: Sequence[int] = (1, 28, 28), *, ba
         raise UserError(f"steps, warm-up steps and batch size must be at least 1, got {steps}, {warmup}, "
                         f"{batch_size}")
     c, h, w = input_shape
-    forward_flops = summarize_model(model, (c, h, w), num_classes=num_classes).flops  # checks name and shape
+    forward_flops = summarize_model(model, (c, h, w), num_classes=num_classes, **model_args).flops  # checks the name
     cfg = Config()
     cfg.model.name = model
     cfg.data.batch_size = batch_size
     cfg.train.epochs, cfg.train.seed, cfg.train.progress = 1, seed, False
     cfg.train.precision, cfg.train.channels_last, cfg.train.device = precision, channels_last, device
+    cfg.train.compile = compile
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=h)
+    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=h, **model_args)
     total = warmup + steps
     pool = max(1, min(total, POOL_BYTES // (batch_size * c * h * w * 4)))  # batches of float32 images
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -170,7 +181,8 @@ def train_throughput(model: str, input_shape: Sequence[int] = (1, 28, 28), *, ba
                       cfg=cfg, hooks=[timer])
     trainer.fit()
     seconds = timer.marks[1] - timer.marks[0]
-    return StepBench(model, (c, h, w), batch_size, steps, precision, channels_last, str(dev), seconds, forward_flops)
+    return StepBench(model, (c, h, w), batch_size, steps, precision, channels_last, str(dev), seconds, forward_flops,
+                     compile)
 
 
 def compare_settings(model: str, input_shape: Sequence[int] = (1, 28, 28), *, rounds: int = 3,

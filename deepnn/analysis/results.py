@@ -104,14 +104,14 @@ def _recipe_key(path: Path, record: dict[str, Any]) -> str:
 
 
 def group_results(paths: Iterable[str | Path]) -> list[ResultRow]:
-    """Read ``results.json`` files and group them into one :class:`ResultRow` per model and recipe,
-    sorted by model, then by mean accuracy (best first)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Read ``results.json`` files and group them into one :class:`ResultRow` per model, recipe and
+    machine (a GPU's runs never share a row with a CPU's), sorted by model, then by mean accuracy."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for path in map(Path, paths):
         record = read_result(path)
-        groups.setdefault((record["model"], _recipe_key(path, record)), []).append(record)
+        groups.setdefault((record["model"], _recipe_key(path, record), _machine(record)), []).append(record)
     rows = []
-    for (model, _), records in groups.items():
+    for (model, _, _), records in groups.items():
         records.sort(key=lambda r: r.get("seed", 0))
         commands = [str(r.get("command", "")) for r in records]
         fresh = [c for c in commands if "--resume" not in c]  # a resumed run's command names no settings

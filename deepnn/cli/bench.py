@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="fp32 or bf16 autocast")
     t.add_argument("--channels-last", action="store_true", help="channels-last (NHWC) memory format")
     t.add_argument("--input", default="1x28x28", metavar="CxHxW", help="input shape (default 1x28x28, Fashion-MNIST)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (compiled during the warm-up steps, which are not timed)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads; default: torch's)")
     t.add_argument("--compare", action="store_true",
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    kwargs = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "device": args.device}
+    kwargs = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "device": args.device,
+              "compile": args.compile}
     print(_header(args.model, shape, args.batch_size, device))
     if args.compare:
         if args.precision != "fp32" or args.channels_last:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from .. import layers as L
+from ..errors import UserError
 from ._blocks import Classifier, check_input_size, conv_bn_relu, init_weights, is_small, pool_head
 from ._registry import register_model
 
@@ -89,6 +90,8 @@ class ResNet(Classifier):
         in_channels: channels of the input image.
         input_size: side of the square input; below 75 the stem is a 3×3 stride-1 convolution
             without max pool (as for CIFAR-sized images), so 28×28 stages run at 28, 14, 7, 4.
+        width_div: divide every channel count (64, 128, 256, 512) by this, as VGG's ``width_div``;
+            FLOPs fall about ``width_div²``-fold. 1 is the paper's network.
     """
 
     def __init__(
@@ -98,16 +101,20 @@ class ResNet(Classifier):
         num_classes: int = 1000,
         in_channels: int = 3,
         input_size: int = 224,
+        width_div: int = 1,
     ):
         check_input_size("resnet", input_size, 1)
+        if not isinstance(width_div, int) or width_div < 1:
+            raise UserError(f"width_div must be a positive integer, got {width_div!r}")
+        widths = [max(1, w // width_div) for w in (64, 128, 256, 512)]
+        channels = widths[0]
         if is_small(input_size):  # (B, C, 28, 28) -> (B, 64, 28, 28)
-            stem = conv_bn_relu(in_channels, 64, 3, padding=1)
+            stem = conv_bn_relu(in_channels, channels, 3, padding=1)
         else:  # (B, 3, 224, 224) -> (B, 64, 112, 112) -> (B, 64, 56, 56)
-            stem = nn.Sequential(conv_bn_relu(in_channels, 64, 7, stride=2, padding=3),
+            stem = nn.Sequential(conv_bn_relu(in_channels, channels, 7, stride=2, padding=3),
                                  L.MaxPool2d(3, stride=2, padding=1))
         stages: OrderedDict[str, nn.Module] = OrderedDict(stem=stem)
-        channels = 64
-        for i, (width, depth) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        for i, (width, depth) in enumerate(zip(widths, layers, strict=True)):
             blocks = []
             for j in range(depth):  # the first block of stages 2–4 halves the map
                 blocks.append(block(channels, width, stride=2 if i > 0 and j == 0 else 1))
@@ -124,53 +131,59 @@ def _resnet(
     num_classes: int,
     in_channels: int,
     input_size: int,
+    width_div: int,
 ) -> ResNet:
-    return ResNet(block, layers, num_classes, in_channels, input_size)
+    return ResNet(block, layers, num_classes, in_channels, input_size, width_div)
 
 
 _PAPER = "He et al. 2015"
 
 
 @register_model(paper=_PAPER)
-def resnet18(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> ResNet:
+def resnet18(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
+             width_div: int = 1) -> ResNet:
     """ResNet-18: basic residual blocks, 2-2-2-2 per stage (C18).
 
-    Small inputs (below 75 px): 3×3 stride-1 stem without max pool.
+    Small inputs (below 75 px): 3×3 stride-1 stem without max pool; ``width_div`` narrows every stage.
     """
-    return _resnet(Residual, (2, 2, 2, 2), num_classes, in_channels, input_size)
+    return _resnet(Residual, (2, 2, 2, 2), num_classes, in_channels, input_size, width_div)
 
 
 @register_model(paper=_PAPER)
-def resnet34(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> ResNet:
+def resnet34(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
+             width_div: int = 1) -> ResNet:
     """ResNet-34: basic residual blocks, 3-4-6-3 per stage (C18).
 
-    Small inputs (below 75 px): 3×3 stride-1 stem without max pool.
+    Small inputs (below 75 px): 3×3 stride-1 stem without max pool; ``width_div`` narrows every stage.
     """
-    return _resnet(Residual, (3, 4, 6, 3), num_classes, in_channels, input_size)
+    return _resnet(Residual, (3, 4, 6, 3), num_classes, in_channels, input_size, width_div)
 
 
 @register_model(paper=_PAPER)
-def resnet50(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> ResNet:
+def resnet50(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
+             width_div: int = 1) -> ResNet:
     """ResNet-50: bottleneck blocks, 3-4-6-3 per stage (C18).
 
-    Small inputs (below 75 px): 3×3 stride-1 stem without max pool.
+    Small inputs (below 75 px): 3×3 stride-1 stem without max pool; ``width_div`` narrows every stage.
     """
-    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size)
+    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size, width_div)
 
 
 @register_model(paper=_PAPER)
-def resnet101(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> ResNet:
+def resnet101(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
+             width_div: int = 1) -> ResNet:
     """ResNet-101: bottleneck blocks, 3-4-23-3 per stage (C18).
 
-    Small inputs (below 75 px): 3×3 stride-1 stem without max pool.
+    Small inputs (below 75 px): 3×3 stride-1 stem without max pool; ``width_div`` narrows every stage.
     """
-    return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_channels, input_size)
+    return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_channels, input_size, width_div)
 
 
 @register_model(paper=_PAPER)
-def resnet152(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> ResNet:
+def resnet152(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
+             width_div: int = 1) -> ResNet:
     """ResNet-152: bottleneck blocks, 3-8-36-3 per stage (C18).
 
-    Small inputs (below 75 px): 3×3 stride-1 stem without max pool.
+    Small inputs (below 75 px): 3×3 stride-1 stem without max pool; ``width_div`` narrows every stage.
     """
-    return _resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_channels, input_size)
+    return _resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_channels, input_size, width_div)

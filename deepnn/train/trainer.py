@@ -135,6 +135,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.meta = dict(meta or {})
         self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once, then reuses the fastest
+            torch.backends.cudnn.benchmark = True
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
         augment = BatchAugment(cfg.data.crop_padding, cfg.data.flip, cfg.data.erase_prob)
@@ -148,6 +150,10 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if len(train_loader) == 0:
+            raise UserError(f"no training batch: data.batch_size={cfg.data.batch_size} exceeds the "
+                            f"{len(getattr(train_loader, 'x', ()))} training examples (an incomplete last batch is "
+                            "dropped); lower data.batch_size or raise data.train_subset")
         lr_factor(cfg.sched, 0, self.total_steps, len(train_loader))  # reject a bad schedule before training
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # batches done in the current epoch
