@@ -13,7 +13,7 @@ Phases, in priority order; each is logged under ``--out`` and the next starts ev
 Every training run writes its usual run folder; :func:`pack` keeps the small files
 (results.json, config.yaml, metrics.jsonl) and the logs in ``--out/gpu_runs.tgz``.
 
-    python benchmarks/gpu_session.py --out $OUT --budget 500
+    python benchmarks/gpu_session.py --out /tmp/gpu --archive $OUT/gpu_runs.tgz --budget 550
     python benchmarks/gpu_session.py --out /tmp/smoke --smoke      # the whole flow in a minute on a CPU
 """
 
@@ -31,7 +31,7 @@ ZOO = ["alexnet", "nin", "vgg16_bn", "googlenet", "inception_bn"]  # after resne
 SMALL = ["vgg11", "vgg11_bn", "lenet_modern", "highway"]  # launch-bound on a GPU; measured on the CPU too
 SEEDS = (0, 1, 2)
 SPRINT_SEEDS = (0, 1, 2)
-SMOKE = ["--set", "data.train_subset=512", "--epochs", "1", "--set", "data.eval_batch_size=500"]
+SMOKE = ["--set", "data.train_subset=2048", "--epochs", "1", "--set", "data.eval_batch_size=500"]
 
 
 class Session:
@@ -99,9 +99,8 @@ class Session:
             time.sleep(0.5)
 
 
-def pack(out: Path) -> Path:
+def pack(out: Path, archive: Path) -> Path:
     """The small files of every run and all logs, as one archive (the GPU machine keeps nothing)."""
-    archive = out / "gpu_runs.tgz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted((out / "runs").glob("*/*")):
             if path.name in ("results.json", "config.yaml", "metrics.jsonl"):
@@ -113,11 +112,13 @@ def pack(out: Path) -> Path:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--archive", type=Path, help="where pack() writes (default: OUT/gpu_runs.tgz)")
     p.add_argument("--budget", type=float, default=500, help="seconds for all phases")
     p.add_argument("--parallel", type=int, default=4, help="training processes sharing the GPU in phase 5")
     p.add_argument("--smoke", action="store_true", help="tiny runs on any device, to test this script")
     args = p.parse_args()
     s = Session(args.out, args.budget, args.smoke)
+    archive = args.archive or args.out / "gpu_runs.tgz"
     py = sys.executable
     env_check = ("import torch, deepnn; print(torch.__version__, torch.version.cuda, torch.cuda.is_available()); "
                  "from deepnn.data import load_image_data; d = load_image_data(); print(d.train[0].shape); "
@@ -125,7 +126,7 @@ def main() -> int:
                  ".stdout if torch.cuda.is_available() else 'no GPU')")
     if s.run("env", [py, "-c", env_check], 60) != 0:
         print((s.logs / "env.log").read_text())
-        pack(args.out)
+        pack(args.out, archive)
         return 1
     quick = ["--steps", "2", "--warmup", "1"] if args.smoke else ["--steps", "30", "--warmup", "8"]
     s.run("bench_zoo", [py, "benchmarks/bench_zoo.py", *quick], 120)
@@ -140,7 +141,7 @@ def main() -> int:
     s.pool(jobs, args.parallel, reserve=65)
     s.run("bench_resnet18_compile", [py, "-m", "deepnn", "bench", "train", "resnet18", "--precision", "bf16",
                                      "--channels-last", "--batch-size", "512", "--compile", *quick], 90)
-    print(f"packed {pack(args.out)}", flush=True)
+    print(f"packed {pack(args.out, archive)}", flush=True)
     return 0
 
 
