@@ -338,3 +338,17 @@ def test_scratch_and_torch_agree_on_inception_v4() -> None:
     x = torch.randn(2, 1, 13, 13)
     with torch.no_grad():
         assert torch.allclose(ours.eval()(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("final_relu", [True, False])
+def test_nin_final_relu_can_kill_a_class(final_relu: bool) -> None:
+    """With the paper's ReLU on the class scores, a class channel negative everywhere scores 0 and learns nothing."""
+    torch.manual_seed(0)
+    model = deepnn.create_model("nin", num_classes=10, in_channels=1, input_size=28, final_relu=final_relu).eval()
+    last = model.features[-1][-1][0]  # the last 1×1 convolution, one output channel per class
+    with torch.no_grad():
+        last.bias[3] = -1e3
+    logits = model(torch.randn(4, 1, 28, 28))
+    logits.logsumexp(1).sum().backward()
+    dead = bool((logits[:, 3] == 0).all()) and bool((last.weight.grad[3] == 0).all())
+    assert dead is final_relu
