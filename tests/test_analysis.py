@@ -216,6 +216,12 @@ def test_chart_from_results(tmp_path) -> None:
     assert points[1].accuracy == pytest.approx(0.85)
     out = bubble_chart(points, tmp_path / "chart.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert find_results([tmp_path]) == [a1, a2, b]  # a folder of run folders
+
+
+def test_find_results_in_an_empty_folder(tmp_path) -> None:
+    with pytest.raises(deepnn.UserError, match="no results file at or below"):
+        find_results([tmp_path])
 
 
 def test_chart_errors(tmp_path, monkeypatch) -> None:

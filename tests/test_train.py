@@ -171,3 +171,17 @@ def test_batch_larger_than_the_training_set_is_named() -> None:
     loader = TensorLoader(torch.zeros(100, 2), torch.zeros(100), 128, drop_last=True)
     with pytest.raises(deepnn.UserError, match=r"data.batch_size=128 exceeds the 100 training examples"):
         Trainer(nn.Linear(2, 2), ClassificationTask(2), loader, cfg=small_config("data.batch_size=128"))
+
+
+def test_git_commit_names_the_checkout(tmp_path: Path) -> None:
+    import subprocess
+
+    from deepnn.train.run import git_commit
+
+    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(deepnn.__file__).parent).stdout.strip()
+    commit = git_commit()
+    if not head:  # an installed copy outside a checkout
+        assert commit is None
+    else:
+        assert commit is not None and commit.removesuffix("-dirty") == head

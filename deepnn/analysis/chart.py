@@ -51,19 +51,19 @@ class ModelPoint:
 
 
 def find_results(paths: Sequence[str | Path] = ()) -> list[Path]:
-    """Results files: the given files, ``results.json`` inside given run folders, or by default
-    every ``runs/*/results.json``. A path that does not exist raises :class:`UserError`."""
+    """Results files: the given files, the ``results.json`` of given run folders, every ``results.json``
+    below a given folder of runs, or by default every ``runs/*/results.json``. A path that holds
+    none raises :class:`UserError`."""
     if not paths:
         return sorted(Path().glob(DEFAULT_GLOB))
-    found = []
+    found: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            p = p / "results.json"
-        if not p.is_file():
-            raise UserError(
-                f"no results file {p}; pass results.json files or run folders from `deepnn train`"
-            )
-        found.append(p)
+        inside = ([p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))) \
+            if p.is_dir() else [p] if p.is_file() else []
+        if not inside:
+            raise UserError(f"no results file at or below {p}; pass results.json files, run folders from "
+                            "`deepnn train`, or folders of them")
+        found += inside
     return found
 
 
