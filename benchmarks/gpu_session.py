@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ZOO = ["alexnet", "nin", "vgg16_bn", "googlenet", "inception_bn"]  # after resnet18; then the small ones
-SMALL = ["vgg11", "vgg11_bn", "highway"]  # launch-bound on a GPU; measured on the CPU too
+SMALL = ["vgg11", "vgg11_bn", "lenet_modern", "highway"]  # launch-bound on a GPU; measured on the CPU too
 SEEDS = (0, 1, 2)
 SPRINT_SEEDS = (0, 1, 2)
 SMOKE = ["--set", "data.train_subset=2048", "--epochs", "1", "--set", "data.eval_batch_size=500"]
