@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import deepnn
-from deepnn.analysis.chart import bubble_chart, find_results, load_results
+from deepnn.analysis.chart import bubble_chart, find_results, label_shifts, load_results
 from deepnn.analysis.summary import inception_comparison, parse_shape, si, summarize_model, summary
 from deepnn.models import count_parameters
 
@@ -217,6 +217,14 @@ def test_chart_from_results(tmp_path) -> None:
     out = bubble_chart(points, tmp_path / "chart.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert find_results([tmp_path]) == [a1, a2, b]  # a folder of run folders
+
+
+def test_chart_labels_do_not_overlap() -> None:
+    anchors = [(100.0, 200.0), (110.0, 195.0), (105.0, 190.0), (400.0, 200.0)]  # three crowded, one apart
+    shifts = label_shifts(anchors, (50.0, 20.0))
+    assert shifts[0] == 0 and shifts[3] == 0  # the highest of the crowd and the lone one stay
+    ys = sorted(y + s for (_, y), s in zip(anchors[:3], shifts[:3]))
+    assert all(b - a >= 20 for a, b in zip(ys, ys[1:]))
 
 
 def test_find_results_in_an_empty_folder(tmp_path) -> None:

@@ -98,6 +98,29 @@ def load_results(paths: Iterable[str | Path]) -> list[ModelPoint]:
     return [ModelPoint(m, p, f, tuple(acc)) for (m, p, f), acc in sorted(groups.items())]
 
 
+LABEL_BOX = (130.0, 30.0)  # pixels a two-line label of the chart covers (width, height), at 100 dpi
+
+
+def label_shifts(anchors: Sequence[tuple[float, float]], box: tuple[float, float]) -> list[float]:
+    """Vertical shifts (pixels, up positive) that keep labels of size ``box`` centred on ``anchors``
+    from overlapping: from the highest anchor down, each label moves down just below any label already
+    placed that it would overlap."""
+    width, height = box
+    placed: list[tuple[float, float]] = []
+    shifts = [0.0] * len(anchors)
+    for i in sorted(range(len(anchors)), key=lambda k: -anchors[k][1]):
+        x, y = anchors[i]
+        moved = True
+        while moved:
+            moved = False
+            for px, py in placed:
+                if abs(px - x) < width and abs(py - y) < height:
+                    y, moved = py - height, True
+        placed.append((x, y))
+        shifts[i] = y - anchors[i][1]
+    return shifts
+
+
 def bubble_chart(points: Sequence[ModelPoint], out: str | Path, title: str = "") -> Path:
     """x: GFLOPs per example (log scale), y: test accuracy (%), bubble area ∝ parameters; returns the PNG."""
     if not points:
@@ -112,21 +135,13 @@ def bubble_chart(points: Sequence[ModelPoint], out: str | Path, title: str = "")
 
     biggest = max(p.params for p in points)
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    xs, ys = [p.flops / 1e9 for p in points], [100 * p.accuracy for p in points]
     for i, p in enumerate(points):
-        x, y = p.flops / 1e9, 100 * p.accuracy
-        ax.scatter(
-            [x], [y], s=2500 * p.params / biggest + 20, alpha=0.5, color=f"C{i % 10}", edgecolors="black"
-        )
+        ax.scatter([xs[i]], [ys[i]], s=2500 * p.params / biggest + 20, alpha=0.5, color=f"C{i % 10}",
+                   edgecolors="black")
         if len(p.accuracies) > 1:
             lo, hi = 100 * min(p.accuracies), 100 * max(p.accuracies)
-            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], color="black", capsize=3, linewidth=1)
-        ax.annotate(
-            f"{p.model}\n{si(p.params)} params, n={len(p.accuracies)}",
-            (x, y),
-            fontsize=8,
-            ha="center",
-            va="center",
-        )
+            ax.errorbar([xs[i]], [ys[i]], yerr=[[ys[i] - lo], [hi - ys[i]]], color="black", capsize=3, linewidth=1)
     ax.set_xscale("log")
     ax.margins(x=0.3, y=0.15)
     ax.set_xlabel("GFLOPs per example (forward, 1 multiply-add = 2 FLOPs)")
@@ -134,6 +149,15 @@ def bubble_chart(points: Sequence[ModelPoint], out: str | Path, title: str = "")
     ax.set_title(title or f"accuracy vs compute vs size (bubble area ∝ parameters, largest {si(biggest)})")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
+    ax.autoscale_view()
+    anchors = ax.transData.transform(list(zip(xs, ys)))  # pixels
+    points_per_pixel = 72 / fig.dpi
+    shifts = label_shifts([(float(x), float(y)) for x, y in anchors], LABEL_BOX)
+    for i, p in enumerate(points):
+        ax.annotate(f"{p.model}\n{si(p.params)} params, n={len(p.accuracies)}", (xs[i], ys[i]),
+                    xytext=(0, shifts[i] * points_per_pixel), textcoords="offset points", fontsize=8,
+                    ha="center", va="center",
+                    arrowprops={"arrowstyle": "-", "linewidth": 0.5} if shifts[i] else None)
     out = Path(out)
     fig.savefig(out, dpi=100)
     plt.close(fig)
