@@ -3,8 +3,9 @@ a model-FLOPs-utilisation figure").
 
 For each ``recipes/*.yaml`` the recipe's model, model arguments, batch size, precision and
 memory format are timed with :func:`deepnn.analysis.bench.train_throughput` (synthetic data on
-the device, warm-up steps untimed); MFU is against this device's matmul peak measured once per
-precision at the start.
+the device, warm-up steps untimed, its AdamW step standing in for the recipe's optimizer: the
+update is a few element-wise passes over the weights either way); MFU is against this device's
+matmul peak measured once per precision at the start.
 
     python benchmarks/bench_zoo.py [--device cuda] [--steps 30] [--recipes resnet18-fast lenet]
 """
