@@ -58,8 +58,12 @@ def find_results(paths: Sequence[str | Path] = ()) -> list[Path]:
         return sorted(Path().glob(DEFAULT_GLOB))
     found: list[Path] = []
     for p in map(Path, paths):
-        inside = ([p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))) \
-            if p.is_dir() else [p] if p.is_file() else []
+        if p.is_file():
+            inside = [p]
+        elif (p / "results.json").is_file():  # a run folder
+            inside = [p / "results.json"]
+        else:  # a folder of runs (or nothing)
+            inside = sorted(p.rglob("results.json")) if p.is_dir() else []
         if not inside:
             raise UserError(f"no results file at or below {p}; pass results.json files, run folders from "
                             "`deepnn train`, or folders of them")

@@ -87,7 +87,8 @@ def _machine(record: dict[str, Any]) -> str:
     m = record.get("machine") or {}
     if m.get("gpu"):
         return str(m["gpu"])
-    return f"{m.get('processor', '?')}, {m.get('cpu_threads', '?')} threads"
+    threads = m.get("cpu_threads", "?")
+    return f"{m.get('processor', '?')}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _recipe_key(path: Path, record: dict[str, Any]) -> str:

@@ -31,7 +31,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     PyTorch's default (``foreach``) implementation.
     """
     groups = param_groups(model, cfg.weight_decay)
-    fused = {"fused": True} if all(p.is_cuda for g in groups for p in g["params"]) and groups[0]["params"] else {}
+    params = [p for g in groups for p in g["params"]]
+    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
     if cfg.name == "adamw":
