@@ -154,6 +154,24 @@ def test_resume_with_augmentation_and_ema_is_bit_exact(tmp_path: Path, stop_at: 
     assert strip(resumed.history) == strip(straight.history)
 
 
+def test_warm_up_leaves_the_run_unchanged() -> None:
+    """fit() warms up before the clock on CUDA; on any device the warm-up must not change a single
+    number of the run: weights, batch-norm statistics, optimizer, EMA, augmentation and dropout draws."""
+    straight, warmed = make_trainer(None, *AUGMENTED), make_trainer(None, *AUGMENTED)
+    torch.manual_seed(7)  # dropout draws from the global generator, which warm_up must leave alone
+    straight.fit()
+    torch.manual_seed(7)
+    before = {k: v.clone() for k, v in warmed.model.state_dict().items()}
+    assert warmed.warm_up(steps=3) > 0
+    for k, v in before.items():
+        torch.testing.assert_close(warmed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    assert not warmed.optimizer.state
+    warmed.fit()
+    for ours, theirs in ((warmed.model, straight.model), (warmed.ema.module, straight.ema.module)):
+        for k, v in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
 def test_ema_follows_the_formula_and_is_what_evaluation_and_best_use(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, "train.ema_decay=0.5", "train.epochs=1")
     assert trainer.hooks[0] is trainer.ema and trainer.eval_model is trainer.ema.module

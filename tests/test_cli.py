@@ -46,6 +46,7 @@ def test_train_writes_the_run_folder(run_dir: Path) -> None:
     assert results["model"] == "lenet_modern" and 0.5 < results["test_accuracy"] <= 1
     assert results["params"] == 61932 and "deepnn train" in results["command"]
     assert results["flops"] == 833_040  # forward FLOPs per example (FlopCounterMode), see docs/zoo.md
+    assert results["train_time_s"] > 0 and results["warmup_time_s"] == 0.0  # warm-up before the clock: CUDA only
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

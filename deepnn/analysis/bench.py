@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..models import create_model
 from ..train.config import Config
 from ..train.tasks import ClassificationTask
-from ..train.trainer import PRECISIONS, Trainer, resolve_device
+from ..train.trainer import PRECISIONS, Trainer, resolve_device, synchronize
 from .summary import summarize_model
 
 __all__ = ["PRECISIONS", "COMPARE", "StepBench", "matmul_peak", "train_throughput", "compare_settings",
@@ -48,13 +48,6 @@ TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (activations and weights), see
 POOL_BYTES = 256 * 2**20  # synthetic images kept on the device at most
 # the two settings of `deepnn bench train --compare` (issue 5: bf16 + channels_last >= 1.5x fp32)
 COMPARE = (("fp32", False), ("bf16", True))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def matmul_peak(precision: str = "fp32", device: str | torch.device = "auto", n: int | None = None,
@@ -73,10 +66,10 @@ def matmul_peak(precision: str = "fp32", device: str | torch.device = "auto", n:
     a @ b  # warm-up: library initialisation and kernel choice
     best = float("inf")
     for _ in range(reps):
-        _sync(dev)
+        synchronize(dev)
         t0 = time.perf_counter()
         a @ b
-        _sync(dev)
+        synchronize(dev)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
@@ -140,7 +133,7 @@ class _StepTimer:
 
     def on_step_end(self, trainer: Trainer) -> None:
         if trainer.global_step in (self.warmup, trainer.total_steps):
-            _sync(trainer.device)
+            synchronize(trainer.device)
             self.marks.append(time.perf_counter())
 
 

@@ -116,6 +116,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
         "model": cfg.model.name, "model_args": facts["model_args"], "dataset": cfg.data.name,
         "test_accuracy": test_metrics["accuracy"], "test_loss": test_metrics["loss"],
         "best_val_accuracy": trainer.best_val, "epochs": trainer.epoch, "train_time_s": wall,
+        "warmup_time_s": trainer.warmup_time,
         "examples_per_s": sum(r["train_examples_per_s"] for r in trainer.history) / max(len(trainer.history), 1),
         "params": count_parameters(trainer.model),
         "flops": summarize_model(cfg.model.name, facts["input_shape"], **facts["model_args"]).flops,  # per example
