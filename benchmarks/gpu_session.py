@@ -1,19 +1,23 @@
 """Issue 5's GPU measurements in one call, within a fixed time budget (a lent GPU is short-lived).
 
-Phases, in priority order; each is logged under ``--out`` and the next starts even if one fails:
+The environment check comes first (it stops the script at once if deepnn cannot train on the
+card); then the phases named by ``--phases``, in the order given (default: the order below), each
+logged under ``--out``, the next starting even if one fails:
 
-1. environment: torch, CUDA, the card; stops at once if deepnn cannot train on it;
-2. ``benchmarks/bench_zoo.py``: examples/s and MFU of every recipe (one process, solo);
-3. ``deepnn bench train resnet18 --compare``: fp32 against bf16 + channels_last;
-4. the sprint recipe (``resnet18 --recipe sprint``), alone on the GPU so its time is clean;
-5. the zoo's fast recipes over seeds, ``--parallel`` processes sharing the GPU, until the
-   deadline (jobs not finished by then are killed and left out);
-6. ``--compile`` throughput of ResNet-18, if time is left.
+- ``bench``: ``benchmarks/bench_zoo.py``, examples/s and MFU of every recipe (one process, solo);
+- ``compare``: ``deepnn bench train resnet18 --compare``, fp32 against bf16 + channels_last;
+- ``sprint``: the time-to-94 % candidates (:data:`SPRINTS`: the sprint recipe, and it on all 60,000
+  training images for more epochs), one at a time so that each has the GPU alone;
+- ``zoo``: the zoo's fast recipes over seeds, ``--parallel`` processes sharing the GPU, until the
+  deadline (jobs not finished by then are killed and left out);
+- ``compile``: ``--compile`` throughput of ResNet-18.
 
-Every training run writes its usual run folder; :func:`pack` keeps the small files
-(results.json, config.yaml, metrics.jsonl) and the logs in ``--out/gpu_runs.tgz``.
+``--have DIR`` skips the training runs whose folder (``<model>-<variant>-s<seed>``) in DIR already
+holds a results.json, so a later session only fills the gaps of the published results
+(``results/h100``). Every training run writes its usual run folder; :func:`pack` keeps the small
+files (results.json, config.yaml, metrics.jsonl) and the logs in one archive.
 
-    python benchmarks/gpu_session.py --out /tmp/gpu --archive $OUT/gpu_runs.tgz --budget 550
+    python benchmarks/gpu_session.py --out /tmp/gpu --archive $OUT/gpu_runs.tgz --budget 550 --have results/h100
     python benchmarks/gpu_session.py --out /tmp/smoke --smoke      # the whole flow in a minute on a CPU
 """
 
@@ -30,13 +34,17 @@ from pathlib import Path
 ZOO = ["alexnet", "nin", "vgg16_bn", "googlenet", "inception_bn"]  # after resnet18; then the small ones
 SMALL = ["vgg11", "vgg11_bn", "lenet_modern", "highway"]  # launch-bound on a GPU; measured on the CPU too
 SEEDS = (0, 1, 2)
-SPRINT_SEEDS = (0, 1, 2)
+# variant name -> `deepnn train resnet18 --recipe sprint` flags. Validation accuracy passed 94 % but test
+# accuracy did not (93.50 %) in the first session: these add the 5,000 held-out images and epochs.
+SPRINTS = {"sprint": [], "sprint-all14": ["--set", "data.val_size=0", "--epochs", "14"],
+           "sprint-all16": ["--set", "data.val_size=0", "--epochs", "16"]}
+PHASES = ("bench", "compare", "sprint", "zoo", "compile")
 SMOKE = ["--set", "data.train_subset=2048", "--epochs", "1", "--set", "data.eval_batch_size=500"]
 
 
 class Session:
-    def __init__(self, out: Path, budget: float, smoke: bool) -> None:
-        self.out, self.smoke = out, smoke
+    def __init__(self, out: Path, budget: float, smoke: bool, have: Path | None = None) -> None:
+        self.out, self.smoke, self.have = out, smoke, have
         self.deadline = time.monotonic() + budget
         self.runs = out / "runs"
         self.runs.mkdir(parents=True, exist_ok=True)
@@ -64,11 +72,21 @@ class Session:
         print("    " + "\n    ".join(tail), flush=True)
         return rc
 
-    def train_cmd(self, model: str, recipe: str, seed: int) -> tuple[str, list[str]]:
-        name = f"{model}-{recipe}-s{seed}"
-        cmd = [sys.executable, "-m", "deepnn", "train", model, "--recipe", recipe, "--seed", str(seed),
+    def train_cmd(self, model: str, recipe: str, seed: int, variant: str | None = None,
+                  flags: tuple[str, ...] | list[str] = ()) -> tuple[str, list[str]]:
+        name = f"{model}-{variant or recipe}-s{seed}"
+        cmd = [sys.executable, "-m", "deepnn", "train", model, "--recipe", recipe, "--seed", str(seed), *flags,
                "--out", str(self.runs / name), "--no-progress", *(SMOKE if self.smoke else [])]
         return name, cmd
+
+    def todo(self, jobs: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+        """``jobs`` less those whose results are already in ``--have``."""
+        if self.have is None:
+            return jobs
+        done = [name for name, _ in jobs if (self.have / name / "results.json").is_file()]
+        if done:
+            print(f"[have] {', '.join(done)}", flush=True)
+        return [(name, cmd) for name, cmd in jobs if name not in done]
 
     def pool(self, jobs: list[tuple[str, list[str]]], parallel: int, reserve: float) -> None:
         """Run ``jobs`` ``parallel`` at a time in order; none starts or survives past the deadline − reserve."""
@@ -114,10 +132,16 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--archive", type=Path, help="where pack() writes (default: OUT/gpu_runs.tgz)")
     p.add_argument("--budget", type=float, default=500, help="seconds for all phases")
-    p.add_argument("--parallel", type=int, default=4, help="training processes sharing the GPU in phase 5")
+    p.add_argument("--parallel", type=int, default=4, help="training processes sharing the GPU in the zoo phase")
     p.add_argument("--smoke", action="store_true", help="tiny runs on any device, to test this script")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma-separated, run in the order given, of {', '.join(PHASES)} (default: all)")
+    p.add_argument("--have", type=Path, help="skip training runs whose results are already in this folder")
     args = p.parse_args()
-    s = Session(args.out, args.budget, args.smoke)
+    phases = args.phases.split(",")
+    if not set(phases) <= set(PHASES):
+        p.error(f"unknown phase in {args.phases!r}; choose from {', '.join(PHASES)}")
+    s = Session(args.out, args.budget, args.smoke, args.have)
     archive = args.archive or args.out / "gpu_runs.tgz"
     py = sys.executable
     env_check = ("import torch, deepnn; print(torch.__version__, torch.version.cuda, torch.cuda.is_available()); "
@@ -129,18 +153,25 @@ def main() -> int:
         pack(args.out, archive)
         return 1
     quick = ["--steps", "2", "--warmup", "1"] if args.smoke else ["--steps", "30", "--warmup", "8"]
-    s.run("bench_zoo", [py, "benchmarks/bench_zoo.py", *quick], 120)
-    s.run("bench_resnet18_compare", [py, "-m", "deepnn", "bench", "train", "resnet18", "--compare",
-                                     "--batch-size", "512", "--rounds", "2", *quick], 60)
-    for seed in SPRINT_SEEDS:
-        name, cmd = s.train_cmd("resnet18", "sprint", seed)
-        s.run(name, cmd, 60)
-    jobs = [s.train_cmd("resnet18", "fast", seed) for seed in SEEDS]  # the issue's headline target first
-    jobs += [s.train_cmd(model, "fast", seed) for seed in SEEDS for model in ZOO]
-    jobs += [s.train_cmd(model, "fast", seed) for seed in SEEDS for model in SMALL]
-    s.pool(jobs, args.parallel, reserve=65)
-    s.run("bench_resnet18_compile", [py, "-m", "deepnn", "bench", "train", "resnet18", "--precision", "bf16",
-                                     "--channels-last", "--batch-size", "512", "--compile", *quick], 90)
+    bench_resnet18 = [py, "-m", "deepnn", "bench", "train", "resnet18", "--batch-size", "512", *quick]
+    zoo = [s.train_cmd("resnet18", "fast", seed) for seed in SEEDS]  # the issue's headline target first
+    zoo += [s.train_cmd(model, "fast", seed) for seed in SEEDS for model in ZOO]
+    zoo += [s.train_cmd(model, "fast", seed) for seed in SEEDS for model in SMALL]
+    sprints = [s.train_cmd("resnet18", "sprint", seed, variant, flags)
+               for variant, flags in SPRINTS.items() for seed in SEEDS]
+    for i, phase in enumerate(phases):
+        if phase == "bench":
+            s.run("bench_zoo", [py, "benchmarks/bench_zoo.py", *quick], 120)
+        elif phase == "compare":
+            s.run("bench_resnet18_compare", [*bench_resnet18, "--compare", "--rounds", "2"], 60)
+        elif phase == "sprint":
+            for name, cmd in s.todo(sprints):
+                s.run(name, cmd, 60)
+        elif phase == "zoo":
+            s.pool(s.todo(zoo), args.parallel, reserve=65 if "compile" in phases[i:] else 5)
+        else:
+            s.run("bench_resnet18_compile", [*bench_resnet18, "--precision", "bf16", "--channels-last", "--compile"],
+                  90)
     print(f"packed {pack(args.out, archive)}", flush=True)
     return 0
 
