@@ -7,6 +7,10 @@ PyTorch's layer (``"torch"``, the default) or our from-scratch twin (``"scratch"
 subclass PyTorch's, so constructor arguments, initialisation and state-dict keys are
 identical and checkpoints move freely between the two.
 
+The recurrent cells (:mod:`deepnn.layers.rnn`, R2 and R4–R6) and attention
+(:mod:`deepnn.layers.attention`, T2–T3 and T4's causal mask) are from scratch only; they
+subclass their PyTorch twins in the same way, so their weights load from and into PyTorch's.
+
     >>> with use_conv_impl("scratch"):
     ...     layer = Conv2d(1, 6, kernel_size=5, padding=2)
 """
@@ -18,6 +22,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
+
+from .attention import (
+    MultiHeadAttention,
+    additive_scores,
+    attention,
+    causal_mask,
+    dot_product_scores,
+)
+from .rnn import GRUCell, LSTMCell, PeepholeLSTMCell, RNNCell, hidden_jacobian_norms, power_example, unroll
 
 CONV_IMPLS = ("torch", "scratch")
 _active = "torch"
@@ -61,4 +74,8 @@ def AvgPool2d(*args: Any, **kwargs: Any) -> nn.Module:  # noqa: N802
     return _pick(nn.AvgPool2d, "AvgPool2d")(*args, **kwargs)
 
 
-__all__ = ["CONV_IMPLS", "use_conv_impl", "Conv2d", "MaxPool2d", "AvgPool2d"]
+__all__ = [
+    "CONV_IMPLS", "use_conv_impl", "Conv2d", "MaxPool2d", "AvgPool2d",
+    "RNNCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "unroll", "hidden_jacobian_norms", "power_example",
+    "dot_product_scores", "additive_scores", "attention", "causal_mask", "MultiHeadAttention",
+]
