@@ -4,6 +4,10 @@ Importing this package imports every family module so their builders register.
 One file per family: ``lenet``, ``alexnet``, ``vgg``, ``nin``, ``googlenet``, ``inception``
 (Inception-BN, v3), ``inception_v4`` (v4, Inception-ResNet-v2), ``resnet``, ``highway``;
 ``_blocks`` holds what they share.
+
+``charlm`` (lecture item R3, the character-level "hello" language model: :class:`CharRNN`,
+:func:`sample`, :func:`hello_example`) is exported here too but is not in the registry, which
+holds image classifiers only.
 """
 
 from . import (  # noqa: F401  (registers the builders)
@@ -26,13 +30,17 @@ from ._registry import (
     parameter_count,
     register_model,
 )
+from .charlm import CharRNN, hello_example, sample
 
 __all__ = [
+    "CharRNN",
     "ModelInfo",
     "count_parameters",
     "create_model",
+    "hello_example",
     "list_models",
     "model_info",
     "parameter_count",
     "register_model",
+    "sample",
 ]
