@@ -8,8 +8,10 @@ subclass PyTorch's, so constructor arguments, initialisation and state-dict keys
 identical and checkpoints move freely between the two.
 
 The recurrent cells (:mod:`deepnn.layers.rnn`, R2 and R4–R6) and attention
-(:mod:`deepnn.layers.attention`, T2–T3 and T4's causal mask) are from scratch only; they
-subclass their PyTorch twins in the same way, so their weights load from and into PyTorch's.
+(:mod:`deepnn.layers.attention`, T2–T3 and T4's causal mask) and the Transformer layers
+(:mod:`deepnn.layers.transformer`, T4's encoder, decoder and greedy decoding, T5's teacher forcing)
+are from scratch only; they subclass their PyTorch twins in the same way, so their weights load
+from and into PyTorch's.
 
     >>> with use_conv_impl("scratch"):
     ...     layer = Conv2d(1, 6, kernel_size=5, padding=2)
@@ -31,6 +33,13 @@ from .attention import (
     dot_product_scores,
 )
 from .rnn import GRUCell, LSTMCell, PeepholeLSTMCell, RNNCell, hidden_jacobian_norms, power_example, unroll
+from .transformer import (
+    TransformerDecoderLayer,
+    TransformerEncoderLayer,
+    greedy_decode,
+    shift_right,
+    teacher_forcing_logits,
+)
 
 CONV_IMPLS = ("torch", "scratch")
 _active = "torch"
@@ -78,4 +87,5 @@ __all__ = [
     "CONV_IMPLS", "use_conv_impl", "Conv2d", "MaxPool2d", "AvgPool2d",
     "RNNCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "unroll", "hidden_jacobian_norms", "power_example",
     "dot_product_scores", "additive_scores", "attention", "causal_mask", "MultiHeadAttention",
+    "TransformerEncoderLayer", "TransformerDecoderLayer", "greedy_decode", "shift_right", "teacher_forcing_logits",
 ]
