@@ -106,6 +106,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
     trainer, test, facts = build_trainer(cfg, run_dir)
     if resume:
         trainer.resume(run_dir)
@@ -121,7 +122,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
         "params": count_parameters(trainer.model),
         "flops": summarize_model(cfg.model.name, facts["input_shape"], **facts["model_args"]).flops,  # per example
         "seed": cfg.train.seed, "precision": cfg.train.precision,
-        "device": str(trainer.device), "machine": machine(), "git_commit": git_commit(),
+        "device": str(trainer.device), "machine": machine(), "git_commit": commit,
         "command": command or " ".join(sys.argv), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "confusion": test_metrics["confusion"],
     }
