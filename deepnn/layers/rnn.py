@@ -109,12 +109,20 @@ class LSTMCell(nn.LSTMCell):
     ``torch.nn.LSTMCell``. State ``(h, c)``, each ``(B, H)`` (``None``: zeros) → ``(h_t, c_t)``.
     """
 
+    def _gate_inputs(
+        self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """The pre-activations ``[x; h]`` of the gates ``i, f, g, o`` (``(B, H)`` each), ``c_{t-1}`` and
+        whether the input was unbatched."""
+        x, (h, c), unbatched = _prepare(self, input, (None, None) if hx is None else hx)
+        gates = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        return i, f, g, o, c, unbatched
+
     def forward(
         self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, (h, c), unbatched = _prepare(self, input, (None, None) if hx is None else hx)
-        gates = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=-1)  # (B, H) each
+        i, f, g, o, c, unbatched = self._gate_inputs(input, hx)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c = f * c + i * g
         h = o * torch.tanh(c)
@@ -154,9 +162,7 @@ class PeepholeLSTMCell(LSTMCell):
     def forward(
         self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, (h, c), unbatched = _prepare(self, input, (None, None) if hx is None else hx)
-        gates = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=-1)  # (B, H) each
+        i, f, g, o, c, unbatched = self._gate_inputs(input, hx)
         i = torch.sigmoid(i + self.weight_ci * c)  # c is still c_{t-1}
         f = torch.sigmoid(f + self.weight_cf * c)
         c = f * c + i * torch.tanh(g)
