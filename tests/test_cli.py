@@ -50,6 +50,14 @@ def test_train_writes_the_run_folder(run_dir: Path) -> None:
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_export_onnx(run_dir: Path, tmp_path: Path) -> None:
+    r = deepnn("export", str(run_dir), "-o", str(tmp_path / "model.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "model.onnx").stat().st_size > 100_000 and "largest difference" in r.stdout
+    assert r.stderr == ""  # the exporter's notices about torchvision and deprecations are silenced
+    assert_user_error(deepnn("export", str(tmp_path / "nothing")), "does not exist")
+
+
 def test_eval(run_dir: Path) -> None:
     r = deepnn("eval", str(run_dir))
     assert r.returncode == 0, r.stderr

@@ -25,6 +25,7 @@ COMMANDS = {
     "chart": "chart",
     "bench": "bench",
     "results": "results",
+    "export": "export",
     "nas": "nas",
 }
 
