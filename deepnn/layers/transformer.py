@@ -77,7 +77,48 @@ def _ours(torch_attn: nn.MultiheadAttention, bias: bool) -> MultiHeadAttention:
     return ours
 
 
-class TransformerEncoderLayer(nn.TransformerEncoderLayer):
+class _WrittenOut:
+    """What both layers share: PyTorch's constructor with our attention modules swapped in, the
+    self-attention sub-layer and the feed-forward sub-layer. Listed first among the bases, so its
+    ``__init__`` runs PyTorch's layer's ``__init__`` through ``super()``."""
+
+    _attention_modules: tuple[str, ...] = ("self_attn",)  # torch's attention sub-modules, replaced by ours
+    _ff_dropout: str  # the dropout after the feed-forward network: dropout2 (encoder), dropout3 (decoder)
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Callable[[torch.Tensor], torch.Tensor] = F.relu,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        _check_construction(type(self).__name__, d_model, nhead, activation, batch_first)
+        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                         batch_first=True, norm_first=norm_first, bias=bias, device=device, dtype=dtype)
+        for name in self._attention_modules:
+            setattr(self, name, _ours(getattr(self, name), bias))
+
+    def _self_attention(
+        self, x: torch.Tensor, mask: torch.Tensor | None, padding: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        out, _ = self.self_attn(x, x, x, key_padding_mask=padding, need_weights=False, attn_mask=mask,
+                                is_causal=is_causal)
+        return self.dropout1(out)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Position-wise feed-forward network ``linear2(activation(linear1(x)))``, ``d_model → dim_feedforward →
+        d_model``."""
+        return getattr(self, self._ff_dropout)(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerEncoderLayer(_WrittenOut, nn.TransformerEncoderLayer):
     """One Transformer encoder layer (Vaswani et al. 2017, section 3.1), lecture item T4, as
     ``torch.nn.TransformerEncoderLayer`` with ``batch_first=True`` and our attention inside.
 
@@ -100,25 +141,7 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
     """
 
     self_attn: MultiHeadAttention
-
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str | Callable[[torch.Tensor], torch.Tensor] = F.relu,
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
-        norm_first: bool = False,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-    ) -> None:
-        _check_construction(type(self).__name__, d_model, nhead, activation, batch_first)
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first=True,
-                         norm_first=norm_first, bias=bias, device=device, dtype=dtype)
-        self.self_attn = _ours(self.self_attn, bias)
+    _ff_dropout = "dropout2"
 
     def forward(
         self,
@@ -145,20 +168,8 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
         x = self.norm1(x + self._self_attention(x, src_mask, src_key_padding_mask, is_causal))
         return self.norm2(x + self._feed_forward(x))
 
-    def _self_attention(
-        self, x: torch.Tensor, mask: torch.Tensor | None, padding: torch.Tensor | None, is_causal: bool
-    ) -> torch.Tensor:
-        out, _ = self.self_attn(x, x, x, key_padding_mask=padding, need_weights=False, attn_mask=mask,
-                                is_causal=is_causal)
-        return self.dropout1(out)
 
-    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Position-wise feed-forward network ``linear2(activation(linear1(x)))``, ``d_model → dim_feedforward →
-        d_model``."""
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
-
-
-class TransformerDecoderLayer(nn.TransformerDecoderLayer):
+class TransformerDecoderLayer(_WrittenOut, nn.TransformerDecoderLayer):
     """One Transformer decoder layer (Vaswani et al. 2017, section 3.1), lecture item T4, as
     ``torch.nn.TransformerDecoderLayer`` with ``batch_first=True`` and our attention inside.
 
@@ -183,26 +194,8 @@ class TransformerDecoderLayer(nn.TransformerDecoderLayer):
 
     self_attn: MultiHeadAttention
     multihead_attn: MultiHeadAttention
-
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str | Callable[[torch.Tensor], torch.Tensor] = F.relu,
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
-        norm_first: bool = False,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-    ) -> None:
-        _check_construction(type(self).__name__, d_model, nhead, activation, batch_first)
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first=True,
-                         norm_first=norm_first, bias=bias, device=device, dtype=dtype)
-        self.self_attn = _ours(self.self_attn, bias)
-        self.multihead_attn = _ours(self.multihead_attn, bias)
+    _attention_modules = ("self_attn", "multihead_attn")
+    _ff_dropout = "dropout3"
 
     def forward(
         self,
@@ -244,13 +237,6 @@ class TransformerDecoderLayer(nn.TransformerDecoderLayer):
         x = self.norm2(x + self._cross_attention(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
         return self.norm3(x + self._feed_forward(x))
 
-    def _self_attention(
-        self, x: torch.Tensor, mask: torch.Tensor | None, padding: torch.Tensor | None, is_causal: bool
-    ) -> torch.Tensor:
-        out, _ = self.self_attn(x, x, x, key_padding_mask=padding, need_weights=False, attn_mask=mask,
-                                is_causal=is_causal)
-        return self.dropout1(out)
-
     def _cross_attention(
         self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None, padding: torch.Tensor | None,
         is_causal: bool,
@@ -260,8 +246,6 @@ class TransformerDecoderLayer(nn.TransformerDecoderLayer):
                                      attn_mask=mask, is_causal=is_causal)
         return self.dropout2(out)
 
-    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
 def shift_right(targets: torch.Tensor, start_token: int) -> torch.Tensor:
