@@ -18,6 +18,7 @@ from ..errors import UserError
 from . import fashion_mnist
 from .augment import BatchAugment, FlipAverage
 from .loader import TensorLoader
+from .text import CharVocab, RandomWindowLoader, SequentialTextLoader, TextData, eval_windows, load_text_data, read_text
 
 DATASETS = ("fashion_mnist",)
 
@@ -67,4 +68,6 @@ def load_image_data(name: str = "fashion_mnist", *, data_dir: str | Path | None 
 
 __all__ = [
     "DATASETS", "BatchAugment", "FlipAverage", "ImageData", "TensorLoader", "load_image_data", "normalize",
+    "CharVocab", "RandomWindowLoader", "SequentialTextLoader", "TextData", "eval_windows", "load_text_data",
+    "read_text",
 ]
