@@ -12,8 +12,11 @@ silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,12 @@ class DataConfig:
     crop_padding: int = 0  # zero-pad by this many pixels, then crop back at a random offset (2 or 4)
     flip: bool = False  # horizontal flip with probability 1/2
     erase_prob: float = 0.0  # random erasing (Zhong et al. 2017) with this probability per image
+    # text (language models): a UTF-8 file; validation and test are cut from its end (deepnn.data.text)
+    path: str | None = None  # the text file (--text)
+    seq_len: int = 128  # characters per training sequence (truncated BPTT length)
+    batching: str = "sequential"  # "sequential" (state carried across batches) or "random" (random windows)
+    val_fraction: float = 0.05  # the part of the text before the test part, for validation
+    test_fraction: float = 0.05  # the last part of the text, read once for the run's report
 
 
 @dataclass
@@ -77,6 +86,9 @@ class TrainConfig:
     threads: int | None = None  # torch.set_num_threads on CPU; None keeps torch's default
     ema_decay: float | None = None  # evaluate (and keep as best) an EMA of the weights, e.g. 0.999
     tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
+    max_minutes: float | None = None  # training time budget; schedules follow the steps that fit in it
+    val_every_steps: int | None = None  # also validate + save `last` every N steps (not only at epoch end)
+    val_every_minutes: float | None = None  # ... or every N minutes of training
 
 
 @dataclass
@@ -95,6 +107,11 @@ class Config:
         cfg = cls()
         merge_into(cfg, d, where)
         return cfg
+
+    def validate(self) -> Config:
+        """Check every value's range (:func:`validate_config`); returns ``self``."""
+        validate_config(self)
+        return self
 
 
 def _plain(x: Any) -> Any:
@@ -141,6 +158,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise UserError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -190,7 +212,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise UserError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.05)")
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             raise UserError(f"cannot parse the value of override {item!r}") from None
         set_key(cfg, key.strip(), value)
     return cfg
@@ -199,12 +221,25 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML recipe as a dict, with clear errors."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {str(path)!r} is a directory; give a YAML file such as recipes/lenet.yaml")
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {str(path)!r} is not a UTF-8 text file (byte {e.start} cannot be decoded); "
+                        "a config is a YAML file such as recipes/lenet.yaml") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML: {e}") from None
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping (model:, data:, optim:, ...), not {type(data).__name__}")
     return data
@@ -218,3 +253,159 @@ def recipe_path(model: str, recipe: str | None = None) -> Path | None:
     name = f"{model}-{recipe}" if recipe else model
     path = RECIPES_DIR / f"{name}.yaml"
     return path if path.is_file() else None
+
+
+# ---- value ranges ----------------------------------------------------------------------------
+# One table: dotted key → (check, the allowed range in words). ``validate_config`` applies every
+# rule and raises the first failure as "KEY=VALUE is out of range: must be ALLOWED". NaN and ±inf
+# fail every numeric check. Types were already checked by ``merge_into``; the checks here still
+# reject wrong types, since a Config can also be built or changed in Python.
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _optional(rule: tuple[Check, str]) -> tuple[Check, str]:
+    check, text = rule
+    return (lambda v: v is None or check(v)), f"null or {text}"
+
+
+def _int_at_least(lo: int) -> tuple[Check, str]:
+    return (lambda v: _is_int(v) and v >= lo), f"an integer ≥ {lo}"
+
+
+def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> tuple[Check, str]:
+    """A finite number in the interval; ``lo_open``/``hi_open`` exclude the ends."""
+    def check(v: Any) -> bool:
+        return (_is_number(v) and (lo is None or (v > lo if lo_open else v >= lo))
+                and (hi is None or (v < hi if hi_open else v <= hi)))
+
+    if lo is not None and hi is not None:
+        text = f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+    elif lo is not None:
+        text = f"a finite number {'>' if lo_open else '≥'} {_fmt(lo)}"
+    elif hi is not None:
+        text = f"a finite number {'<' if hi_open else '≤'} {_fmt(hi)}"
+    else:
+        text = "a finite number"
+    return check, text
+
+
+def _one_of(*choices: str) -> tuple[Check, str]:
+    return (lambda v: isinstance(v, str) and v in choices), "one of " + ", ".join(choices)
+
+
+def _each(rule: tuple[Check, str], n: int) -> tuple[Check, str]:
+    check, text = rule
+    return (lambda v: isinstance(v, (list, tuple)) and len(v) == n and all(check(x) for x in v),
+            f"{n} values, each {text}")
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+DEVICE_RULE: tuple[Check, str] = (lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None,
+                                  "auto, cpu, cuda, cuda:N or mps")
+
+# names the optimizer and schedule builders accept (deepnn.train.optim)
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULE_NAMES = ("constant", "cosine", "onecycle")
+
+RULES: dict[str, tuple[Check, str]] = {
+    "model.conv_impl": _one_of("torch", "scratch"),
+    "data.val_size": _int_at_least(0),
+    "data.train_subset": _optional(_int_at_least(1)),
+    "data.batch_size": _int_at_least(1),
+    "data.eval_batch_size": _int_at_least(1),
+    "data.crop_padding": _int_at_least(0),
+    "data.erase_prob": _number(0, 1),
+    "data.seq_len": _int_at_least(1),
+    "data.batching": _one_of("sequential", "random"),
+    "data.val_fraction": _number(0, 1, hi_open=True),
+    "data.test_fraction": _number(0, 1, hi_open=True),
+    "optim.name": _one_of(*OPTIMIZERS),
+    "optim.lr": _number(0, lo_open=True),
+    "optim.momentum": _number(0, 1, hi_open=True),
+    "optim.betas": _each(_number(0, 1, hi_open=True), 2),
+    "optim.weight_decay": _number(0),
+    "sched.name": _one_of(*SCHEDULE_NAMES),
+    "sched.warmup_epochs": _number(0),
+    "sched.final_lr_ratio": _number(0, 1),
+    "sched.pct_start": _number(0, 1, lo_open=True, hi_open=True),
+    "train.epochs": _int_at_least(1),
+    "train.seed": ((lambda v: _is_int(v) and 0 <= v < 2**63), "an integer in [0, 2**63)"),
+    "train.device": DEVICE_RULE,
+    "train.precision": _one_of("fp32", "bf16"),
+    "train.grad_clip": _optional(_number(0, lo_open=True)),
+    "train.label_smoothing": _number(0, 1, hi_open=True),
+    "train.early_stop_patience": _optional(_int_at_least(1)),
+    "train.threads": _optional(_int_at_least(1)),
+    "train.ema_decay": _optional(_number(0, 1, lo_open=True, hi_open=True)),
+    "train.max_minutes": _optional(_number(0, lo_open=True)),
+    "train.val_every_steps": _optional(_int_at_least(1)),
+    "train.val_every_minutes": _optional(_number(0, lo_open=True)),
+}
+
+# rules over several keys: (name shown in the message, the value from the config, check, allowed range)
+CROSS_RULES: list[tuple[str, Callable[[Config], Any], Check, str]] = [
+    ("data.val_fraction+data.test_fraction", lambda c: c.data.val_fraction + c.data.test_fraction,
+     lambda v: _is_number(v) and v < 1, "a number < 1 (validation and test text would leave none for training)"),
+]
+
+
+def get_key(cfg: Config, dotted: str) -> Any:
+    """``cfg.<dotted>``, e.g. ``get_key(cfg, "optim.lr")``."""
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate_config(cfg: Config, where: str = "") -> None:
+    """Raise a one-line UserError for the first value outside its allowed range (see :data:`RULES`).
+
+    ``where`` names the source in the message (e.g. ``"checkpoint config"``).
+    """
+    src = f" (in {where})" if where else ""
+    for key, (check, allowed) in RULES.items():
+        value = get_key(cfg, key)
+        if not check(value):
+            raise UserError(f"{key}={value!r}{src} is out of range: must be {allowed}")
+    for key, get, check, allowed in CROSS_RULES:
+        value = get(cfg)
+        if not check(value):
+            raise UserError(f"{key}={value!r}{src} is out of range: must be {allowed}")
+
+
+def check_device_available(name: str) -> None:
+    """Raise a one-line UserError if the device ``name`` (``cuda``, ``cuda:N``, ``mps``, ...) is malformed
+    or does not exist on this machine; ``auto`` and ``cpu`` always pass."""
+    check, allowed = DEVICE_RULE
+    if not check(name):
+        raise UserError(f"train.device={name!r} is out of range: must be {allowed}")
+    import torch  # here, so that reading configs does not need torch
+
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device={name} but no CUDA GPU is available on this machine; "
+                            "use train.device=auto or cpu")
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise UserError(f"train.device={name} but this machine has {count} CUDA GPU(s) "
+                            f"(cuda:0 to cuda:{count - 1}); use one of them, or train.device=cuda")
+    elif kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps is not None and mps.is_available()):
+            raise UserError(f"train.device={name} but Apple's MPS is not available on this machine; "
+                            "use train.device=auto or cpu")
