@@ -1,6 +1,7 @@
-"""The character-level "hello" language model of lecture item R3 (``deepnn.models.charlm``): each cell
+"""The character-level language models of lecture item R3 (``deepnn.models.charlm``): each cell
 learns "hell" → "ello" and greedily samples "hello" from "h"; the shapes; seeded sampling; the errors;
-and why the hidden state is needed (a memoryless model cannot tell the two "l"s apart)."""
+and why the hidden state is needed (a memoryless model cannot tell the two "l"s apart). The registered
+:class:`CharLM` models: shapes, the state carried across calls, truncated BPTT with ``detach_state``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from deepnn.errors import UserError
-from deepnn.models import CharRNN, hello_example, list_models, sample
+from deepnn.models import CharLM, CharRNN, create_model, detach_state, hello_example, list_models, sample
 
 VOCAB = "helo"
 CELLS = ("rnn", "lstm", "gru")
@@ -144,8 +145,10 @@ def test_r3_zeroed_recurrence_cannot_learn_hello() -> None:
     assert hello_example("rnn").losses[-1] < MEMORYLESS_FLOOR / 10
 
 
-def test_r3_char_rnn_is_not_an_image_model() -> None:
-    assert not any("char" in name.lower() for name in list_models())
+def test_r3_char_models_are_language_models_not_image_models() -> None:
+    assert {"char_rnn", "char_lstm", "char_gru", "hello"} <= set(list_models(task="language_model"))
+    assert not any("char" in name or name == "hello" for name in list_models(task="classification"))
+    assert isinstance(create_model("hello"), CharRNN) and create_model("hello").vocab_size == 4
 
 
 def test_r3_errors() -> None:
@@ -172,3 +175,101 @@ def test_r3_errors() -> None:
         model(torch.tensor([[0, 4]]))
     with pytest.raises(UserError, match="steps"):
         hello_example(steps=0)
+
+
+# ---- the registered CharLM models ---------------------------------------------------------------------------
+
+LM_NAMES = ("char_rnn", "char_lstm", "char_gru")
+
+
+def _lm(name: str, **kwargs) -> CharLM:
+    torch.manual_seed(0)
+    return create_model(name, vocab_size=7, hidden_size=6, **kwargs).double()
+
+
+@pytest.mark.parametrize("name", LM_NAMES)
+@pytest.mark.parametrize("embedding_dim", [None, 5])
+@pytest.mark.parametrize("impl", ["fused", "scratch"])
+def test_char_lm_shapes_and_state_carried(name: str, embedding_dim, impl: str) -> None:
+    model = _lm(name, num_layers=2, embedding_dim=embedding_dim, impl=impl).eval()
+    assert model.vocab_size == 7 and (model.embedding is None) == (embedding_dim is None)
+    tokens = torch.randint(0, 7, (3, 8))
+    logits, state = model(tokens)
+    assert logits.shape == (3, 8, 7)
+    for s in (state if isinstance(state, tuple) else (state,)):
+        assert s.shape == (2, 3, 6)  # (num_layers, B, H)
+    assert isinstance(state, tuple) == (name == "char_lstm")
+    first, mid = model(tokens[:, :5])
+    rest, end = model(tokens[:, 5:], mid)  # two halves, the state passed on = one run
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), logits)
+    for a, b in zip(end if isinstance(end, tuple) else (end,), state if isinstance(state, tuple) else (state,)):
+        torch.testing.assert_close(a, b)
+    fresh, _ = model(tokens[:, 5:])  # without the state, the second half differs
+    assert not torch.allclose(fresh, rest)
+
+
+def test_char_lm_one_hot_input_is_columns_of_w_ih() -> None:
+    model = _lm("char_rnn", num_layers=1).eval()
+    tokens = torch.tensor([[3, 0, 6]])
+    h, expected = torch.zeros(6, dtype=torch.float64), []
+    rnn = model.rnn
+    for k in tokens[0].tolist():
+        h = torch.tanh(rnn.weight_ih_l0[:, k] + rnn.bias_ih_l0 + rnn.bias_hh_l0 + rnn.weight_hh_l0 @ h)
+        expected.append(model.output.weight @ h + model.output.bias)
+    torch.testing.assert_close(model(tokens)[0][0], torch.stack(expected))
+
+
+@pytest.mark.parametrize("name", LM_NAMES)
+def test_detach_state_cuts_the_graph(name: str) -> None:
+    """Truncated BPTT: with the state detached, the loss of the second half sends no gradient into the
+    first half's computation; without detaching it does."""
+    model = _lm(name, num_layers=2, embedding_dim=4)
+    tokens = torch.randint(0, 7, (2, 10))
+    for detach, expect_grad in ((True, False), (False, True)):
+        emb = model.embedding(tokens[:, :5])
+        emb.retain_grad()
+        hidden, state = model.rnn(emb)
+        if detach:
+            state = model.detach_state(state)
+            for s in (state if isinstance(state, tuple) else (state,)):
+                assert not s.requires_grad and s.grad_fn is None
+        logits, _ = model(tokens[:, 5:], state)
+        logits.sum().backward()
+        reached = emb.grad is not None and emb.grad.abs().sum() > 0
+        assert reached == expect_grad
+        model.zero_grad()
+    assert detach_state(None) is None
+    t = torch.ones(2, requires_grad=True) * 2
+    h, c = detach_state((t, t))
+    assert not h.requires_grad and torch.equal(h, t.detach())
+    with pytest.raises(UserError, match="detach_state"):
+        detach_state("h")
+
+
+def test_char_lm_scratch_equals_fused() -> None:
+    fused = _lm("char_lstm", num_layers=2, embedding_dim=3).eval()
+    scratch = _lm("char_lstm", num_layers=2, embedding_dim=3, impl="scratch").eval()
+    scratch.load_state_dict(fused.state_dict())
+    tokens = torch.randint(0, 7, (2, 9))
+    torch.testing.assert_close(scratch(tokens)[0], fused(tokens)[0])
+
+
+def test_char_lm_sample_and_errors() -> None:
+    model = _lm("char_gru")
+    vocab = "abcdefg"
+    text = sample(model, "ab", 12, vocab, top_k=3, generator=torch.Generator().manual_seed(0))
+    assert len(text) == 14 and set(text) <= set(vocab)
+    assert text == sample(model, "ab", 12, vocab, top_k=3, generator=torch.Generator().manual_seed(0))
+    assert model.training  # sampling restored the mode
+    with pytest.raises(UserError, match=r"\[0, 7\)"):
+        model(torch.tensor([[0, 7]]))
+    with pytest.raises(UserError, match=r"\[0, 7\)"):
+        model.eval()(torch.tensor([[-1, 2]]))
+    with pytest.raises(UserError, match="unknown cell"):
+        CharLM(7, cell="transformer")
+    with pytest.raises(UserError, match="embedding_dim"):
+        CharLM(7, embedding_dim=0)
+    with pytest.raises(UserError, match="unknown impl"):
+        create_model("char_lstm", vocab_size=7, impl="cuda")
+    with pytest.raises(UserError, match="needs vocab_size"):
+        create_model("char_lstm")  # the vocabulary size comes from the data

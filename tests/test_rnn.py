@@ -1,7 +1,9 @@
 """The recurrent cells of ``deepnn.layers.rnn`` (lecture items R2, R4–R6) against PyTorch's: each cell
 against its ``nn.*Cell`` twin (same seed, same init, values and gradients), :func:`unroll` against
 one-layer ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with the cell's weights, the peephole LSTM by hand,
-and the gradient-flow numbers of R4 against autograd through the whole sequence."""
+the gradient-flow numbers of R4 against autograd through the whole sequence, and the stacked,
+bidirectional layers ``RNN`` / ``LSTM`` / ``GRU`` (from scratch and fused) against PyTorch's: values,
+gradients, dropout between layers."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from torch import nn
 
 from deepnn.errors import UserError
 from deepnn.layers import (
+    GRU,
+    LSTM,
+    RNN,
     GRUCell,
     LSTMCell,
     PeepholeLSTMCell,
@@ -253,3 +258,169 @@ def test_r4_rejects_lstm_and_batches() -> None:
         hidden_jacobian_norms(LSTMCell(I, H), torch.randn(T, I))
     with pytest.raises(UserError, match=r"one sequence of shape \(T, I\)"):
         hidden_jacobian_norms(RNNCell(I, H), torch.randn(T, B, I))
+
+
+# ---- stacked, bidirectional sequence layers: RNN, LSTM, GRU (impl "scratch" and "fused") ------------------
+
+LAYERS = [  # (ours, PyTorch's, constructor kwargs)
+    (RNN, nn.RNN, {}),
+    (RNN, nn.RNN, {"nonlinearity": "relu"}),
+    (LSTM, nn.LSTM, {}),
+    (LSTM, nn.LSTM, {"bias": False}),
+    (GRU, nn.GRU, {}),
+    (GRU, nn.GRU, {"bias": False}),
+]
+LAYER_IDS = ["rnn", "rnn-relu", "lstm", "lstm-nobias", "gru", "gru-nobias"]
+
+
+def _layer_twins(ours_cls, torch_cls, impl: str = "scratch", **kwargs):
+    """Our layer and PyTorch's, float64, ours loaded from PyTorch's state dict."""
+    torch.manual_seed(0)
+    theirs = torch_cls(I, H, **kwargs).double()
+    ours = ours_cls(I, H, impl=impl, **kwargs).double()
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def _layer_state(layer, batch: int, given: bool):
+    if not given:
+        return None
+    shape = (layer.num_layers * (2 if layer.bidirectional else 1), batch, H)
+    h = torch.randn(shape, dtype=torch.float64)
+    return (h, torch.randn(shape, dtype=torch.float64)) if isinstance(layer, nn.LSTM) else h
+
+
+def _run_and_grads(layer, x, state):
+    """Outputs, final states, and the gradients of the input, the initial states and every parameter
+    for a fixed random upstream gradient."""
+    x = x.clone().requires_grad_()
+    state = None if state is None else tuple(s.clone().requires_grad_() for s in _flat(state))
+    arg = None if state is None else (state if isinstance(layer, nn.LSTM) else state[0])
+    output, final = layer(x, arg)
+    outs = [output, *_flat(final)]
+    gen = torch.Generator().manual_seed(7)
+    upstream = [torch.randn(o.shape, dtype=o.dtype, generator=gen) for o in outs]
+    torch.autograd.backward(outs, upstream)
+    grads = [x.grad, *([] if state is None else [s.grad for s in state])]
+    grads += [p.grad for _, p in sorted(layer.named_parameters())]
+    layer.zero_grad()
+    return [o.detach() for o in outs], grads
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kwargs", LAYERS, ids=LAYER_IDS)
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_layer_scratch_matches_torch(ours_cls, torch_cls, kwargs, num_layers, bidirectional) -> None:
+    """Values and gradients (input, initial state, all parameters) against nn.RNN / nn.LSTM / nn.GRU."""
+    for batch_first in (True, False):
+        ours, theirs = _layer_twins(ours_cls, torch_cls, num_layers=num_layers, bidirectional=bidirectional,
+                                    batch_first=batch_first, **kwargs)
+        assert isinstance(ours, torch_cls) and list(ours.state_dict()) == list(theirs.state_dict())
+        x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=torch.float64)
+        for given in (False, True):
+            state = _layer_state(theirs, B, given)
+            outs_ours, grads_ours = _run_and_grads(ours, x, state)
+            outs_theirs, grads_theirs = _run_and_grads(theirs, x, state)
+            for a, b in zip(outs_ours + grads_ours, outs_theirs + grads_theirs, strict=True):
+                assert a.shape == b.shape
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kwargs", LAYERS[::2], ids=LAYER_IDS[::2])
+def test_layer_fused_equals_scratch(ours_cls, torch_cls, kwargs) -> None:
+    scratch, theirs = _layer_twins(ours_cls, torch_cls, num_layers=2, bidirectional=True, **kwargs)
+    fused = ours_cls(I, H, num_layers=2, bidirectional=True, **kwargs).double()  # impl="fused" by default
+    assert fused.impl == "fused" and fused.batch_first  # batch first by default, unlike torch
+    fused.load_state_dict(theirs.state_dict())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    for a, b in zip(_run_and_grads(scratch, x, None), _run_and_grads(fused, x, None), strict=True):
+        for u, v in zip(a, b, strict=True):
+            torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kwargs", LAYERS[::2], ids=LAYER_IDS[::2])
+def test_layer_unbatched_input(ours_cls, torch_cls, kwargs) -> None:
+    ours, theirs = _layer_twins(ours_cls, torch_cls, num_layers=2, **kwargs)
+    x = torch.randn(T, I, dtype=torch.float64)  # (T, I) whatever batch_first says
+    (out, *final), (expected, *final_theirs) = _run_and_grads(ours, x, None)[0], _run_and_grads(theirs, x, None)[0]
+    assert out.shape == (T, H)
+    torch.testing.assert_close(out, expected)
+    for a, b in zip(final, final_theirs, strict=True):
+        assert a.shape == (2, H)
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kwargs", LAYERS[::2], ids=LAYER_IDS[::2])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_layer_dropout_between_layers_only(ours_cls, torch_cls, kwargs, bidirectional) -> None:
+    """Dropout: none in eval mode (= PyTorch's); in training on the outputs of every layer but the last,
+    drawing the same random mask as PyTorch's own layer (same seed, same values)."""
+    ours, theirs = _layer_twins(ours_cls, torch_cls, num_layers=3, dropout=0.5, bidirectional=bidirectional,
+                                batch_first=True, **kwargs)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    ours.eval(), theirs.eval()
+    eval_out, eval_final = _run_and_grads(ours, x, None)[0], _run_and_grads(theirs, x, None)[0]
+    for a, b in zip(eval_out, eval_final, strict=True):
+        torch.testing.assert_close(a, b)
+    ours.train(), theirs.train()
+    torch.manual_seed(3)
+    train_ours = _run_and_grads(ours, x, None)
+    torch.manual_seed(3)
+    train_theirs = _run_and_grads(theirs, x, None)
+    for a, b in zip(train_ours[0] + train_ours[1], train_theirs[0] + train_theirs[1], strict=True):
+        torch.testing.assert_close(a, b)  # the same masks, at the same places, as PyTorch's
+    output, h_n = train_ours[0][0], train_ours[0][1]
+    assert not torch.allclose(output, eval_out[0])  # dropout acts in training
+    first = 2 if bidirectional else 1
+    torch.testing.assert_close(h_n[:first], eval_out[1][:first])  # layer 1 runs before any dropout
+    # no dropout after the last layer: the output's last step is the last layer's h_n (forward direction)
+    torch.testing.assert_close(output[:, -1, :H], h_n[-2 if bidirectional else -1])
+    # and the layer-by-layer rebuild: layer 1, dropout with the same draws, then layers 2 and 3 by hand
+    directions = 2 if bidirectional else 1
+    singles = []
+    for layer in range(3):
+        single = ours_cls(I if layer == 0 else directions * H, H, bidirectional=bidirectional, impl="scratch",
+                          **kwargs).double()
+        single.load_state_dict({k.replace(f"_l{layer}", "_l0"): v for k, v in ours.state_dict().items()
+                                if f"_l{layer}" in k})
+        singles.append(single)
+    torch.manual_seed(3)
+    out = x
+    for layer, single in enumerate(singles):
+        out = single(out)[0]
+        if layer < 2:
+            out = torch.nn.functional.dropout(out.transpose(0, 1).contiguous(), 0.5).transpose(0, 1)  # time first
+    torch.testing.assert_close(out, output)
+    assert directions * H == output.shape[-1]
+
+
+def test_layer_errors() -> None:
+    with pytest.raises(UserError, match="unknown impl 'cuda'.*fused, scratch"):
+        LSTM(I, H, impl="cuda")
+    with pytest.raises(UserError, match="proj_size"):
+        LSTM(I, H, proj_size=2)
+    with pytest.raises(UserError, match="choose 'tanh' or 'relu'"):
+        RNN(I, H, nonlinearity="sigmoid")
+    layer = GRU(I, H, num_layers=2, impl="scratch")
+    with pytest.raises(UserError, match=r"\(B, T, I\).*I = 3"):
+        layer(torch.randn(B, T, I + 1))
+    with pytest.raises(UserError, match=r"initial state must have shape \(2, 4, 5\)"):
+        layer(torch.randn(B, T, I), torch.randn(1, B, H))
+    with pytest.raises(UserError, match=r"\(h_0, c_0\)"):
+        LSTM(I, H, impl="scratch")(torch.randn(B, T, I), torch.randn(1, B, H))
+    layer.impl = "nope"
+    with pytest.raises(UserError, match="unknown impl"):
+        layer(torch.randn(B, T, I))
+
+
+def test_layer_scratch_under_bf16_autocast_is_close_to_fused() -> None:
+    torch.manual_seed(0)
+    fused = LSTM(8, 16, num_layers=2)
+    scratch = LSTM(8, 16, num_layers=2, impl="scratch")
+    scratch.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, (h_a, _) = scratch(x)
+        b, (h_b, _) = fused(x)
+    torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(h_a.float(), h_b.float(), rtol=0.05, atol=0.05)

@@ -1,13 +1,14 @@
 """Layers: modules built on the lecture's primitives, and the switch that picks them.
 
-Models never name ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.AvgPool2d`` directly; they call
-:func:`Conv2d`, :func:`MaxPool2d` and :func:`AvgPool2d` from this module, which return
-PyTorch's layer (``"torch"``, the default) or our from-scratch twin (``"scratch"``,
+Models never name ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.AvgPool2d`` / ``nn.AdaptiveAvgPool2d``
+directly; they call :func:`Conv2d`, :func:`MaxPool2d`, :func:`AvgPool2d` and :func:`AdaptiveAvgPool2d`
+from this module, which return PyTorch's layer (``"torch"``, the default) or our from-scratch twin (``"scratch"``,
 :mod:`deepnn.layers.conv`) depending on the active implementation. The scratch layers
 subclass PyTorch's, so constructor arguments, initialisation and state-dict keys are
 identical and checkpoints move freely between the two.
 
-The recurrent cells (:mod:`deepnn.layers.rnn`, R2 and R4–R6) and attention
+The recurrent cells and layers (:mod:`deepnn.layers.rnn`, R2 and R4–R6; the stacked
+:class:`RNN` / :class:`LSTM` / :class:`GRU` choose PyTorch's fused kernels or ours with ``impl``) and attention
 (:mod:`deepnn.layers.attention`, T2–T3 and T4's causal mask) and the Transformer layers
 (:mod:`deepnn.layers.transformer`, T4's encoder, decoder and greedy decoding, T5's teacher forcing)
 are from scratch only; they subclass their PyTorch twins in the same way, so their weights load
@@ -32,7 +33,19 @@ from .attention import (
     causal_mask,
     dot_product_scores,
 )
-from .rnn import GRUCell, LSTMCell, PeepholeLSTMCell, RNNCell, hidden_jacobian_norms, power_example, unroll
+from .rnn import (
+    GRU,
+    LSTM,
+    RNN,
+    GRUCell,
+    LSTMCell,
+    PeepholeLSTMCell,
+    RNNCell,
+    detach_state,
+    hidden_jacobian_norms,
+    power_example,
+    unroll,
+)
 from .transformer import (
     TransformerDecoderLayer,
     TransformerEncoderLayer,
@@ -83,9 +96,15 @@ def AvgPool2d(*args: Any, **kwargs: Any) -> nn.Module:  # noqa: N802
     return _pick(nn.AvgPool2d, "AvgPool2d")(*args, **kwargs)
 
 
+def AdaptiveAvgPool2d(*args: Any, **kwargs: Any) -> nn.Module:  # noqa: N802
+    """Average pooling to a fixed output size (1: global average pooling), as ``torch.nn.AdaptiveAvgPool2d``."""
+    return _pick(nn.AdaptiveAvgPool2d, "AdaptiveAvgPool2d")(*args, **kwargs)
+
+
 __all__ = [
-    "CONV_IMPLS", "use_conv_impl", "Conv2d", "MaxPool2d", "AvgPool2d",
+    "CONV_IMPLS", "use_conv_impl", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "RNNCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "unroll", "hidden_jacobian_norms", "power_example",
+    "RNN", "LSTM", "GRU", "detach_state",
     "dot_product_scores", "additive_scores", "attention", "causal_mask", "MultiHeadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "greedy_decode", "shift_right", "teacher_forcing_logits",
 ]

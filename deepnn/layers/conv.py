@@ -6,6 +6,8 @@ state-dict keys are PyTorch's: a model built with ``conv_impl="scratch"`` loads 
 ``conv_impl="torch"`` checkpoint and vice versa. Options our ops do not implement
 (``groups``, ``dilation``, ``ceil_mode``, non-zero padding modes, ...) raise a
 :class:`~deepnn.errors.UserError` when the layer is built instead of computing something else.
+:class:`AdaptiveAvgPool2d` (the global average pooling of NiN, GoogLeNet and ResNet, C15) is
+average pooling whose window is computed from the input size.
 
     >>> layer = Conv2d(1, 6, kernel_size=5, padding=2)
     >>> layer(torch.zeros(8, 1, 28, 28)).shape
@@ -96,3 +98,38 @@ class AvgPool2d(nn.AvgPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool2d(x, self.kernel_size, self.stride, self.padding, mode="avg")
+
+
+def _averaging_matrix(m: int, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``(m, n)`` matrix whose row ``i`` averages inputs ``floor(i·n/m)`` to ``ceil((i+1)·n/m) - 1``."""
+    a = torch.zeros(m, n, dtype=like.dtype, device=like.device)
+    for i in range(m):
+        start, end = (i * n) // m, -(-(i + 1) * n // m)
+        a[i, start:end] = 1.0 / (end - start)
+    return a
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveAvgPool2d``: average pooling to a fixed output size, from scratch.
+
+    Output cell ``i`` of an axis with ``n`` inputs and ``m`` outputs averages inputs
+    ``floor(i·n/m)`` to ``ceil((i+1)·n/m) - 1``, as PyTorch does. When ``m`` divides ``n`` these
+    are the windows of plain ``n/m``-wide average pooling with stride ``n/m``, computed by
+    :func:`deepnn.ops.pool2d`: global average pooling (``output_size=1``) is average pooling
+    whose window is the whole map. Otherwise the windows differ in size (and may overlap), and
+    each axis is averaged by a matrix product, ``(m_h, H) @ x @ (W, m_w)``.
+
+    ``(..., H, W)`` → ``(..., m_h, m_w)``; ``None`` in ``output_size`` keeps that axis' size.
+
+        >>> AdaptiveAvgPool2d(1)(torch.arange(4.).reshape(1, 2, 2))
+        tensor([[[1.5000]]])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        size = (self.output_size, self.output_size) if isinstance(self.output_size, int) else self.output_size
+        mh, mw = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
+        if h % mh == 0 and w % mw == 0:  # equal windows: (..., H, W) -> (..., m_h, m_w)
+            window = (h // mh, w // mw)
+            return pool2d(x, window, window, mode="avg")
+        return _averaging_matrix(mh, h, x) @ x @ _averaging_matrix(mw, w, x).T  # (..., m_h, m_w)

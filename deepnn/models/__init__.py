@@ -5,9 +5,9 @@ One file per family: ``lenet``, ``alexnet``, ``vgg``, ``nin``, ``googlenet``, ``
 (Inception-BN, v3), ``inception_v4`` (v4, Inception-ResNet-v2), ``resnet``, ``highway``;
 ``_blocks`` holds what they share.
 
-``charlm`` (lecture item R3, the character-level "hello" language model: :class:`CharRNN`,
-:func:`sample`, :func:`hello_example`) is exported here too but is not in the registry, which
-holds image classifiers only.
+``charlm`` (lecture item R3): the character-level language models, registered under task
+``"language_model"`` (``hello``, ``char_rnn``, ``char_lstm``, ``char_gru``; ``create_model`` needs
+``vocab_size``), with :class:`CharRNN`, :class:`CharLM`, :func:`sample`, :func:`hello_example`.
 """
 
 from . import (  # noqa: F401  (registers the builders)
@@ -30,10 +30,12 @@ from ._registry import (
     parameter_count,
     register_model,
 )
-from .charlm import CharRNN, hello_example, sample
+from .charlm import CharLM, CharRNN, detach_state, hello_example, sample
 
 __all__ = [
+    "CharLM",
     "CharRNN",
+    "detach_state",
     "ModelInfo",
     "count_parameters",
     "create_model",

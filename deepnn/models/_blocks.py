@@ -165,7 +165,7 @@ def dense_head(in_features: int, hidden: Sequence[int], num_classes: int, dropou
 
 def pool_head(in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:
     """Global average pooling, flatten, optional dropout, one dense layer (GoogLeNet onward)."""
-    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers: list[nn.Module] = [L.AdaptiveAvgPool2d(1), nn.Flatten()]
     if dropout:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(in_channels, num_classes))

@@ -101,6 +101,11 @@ def create_model(name: str, *, conv_impl: str = "torch", **kwargs: Any) -> nn.Mo
     """
     info = model_info(name)
     accepted = inspect.signature(info.builder).parameters
+    required = [k for k, p in accepted.items() if p.default is inspect.Parameter.empty
+                and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and k not in kwargs]
+    if required:
+        raise UserError(f"model {info.name!r} needs {', '.join(f'{k}=...' for k in required)} "
+                        f"(a {info.task} model: `deepnn train` takes it from the data)")
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:

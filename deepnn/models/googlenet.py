@@ -78,7 +78,7 @@ class Inception(Concat):
 def _aux_head(in_channels: int, num_classes: int) -> nn.Sequential:
     """Auxiliary classifier: (B, C, 14, 14) → pool (B, C, 4, 4) → 1×1 conv (B, 128, 4, 4) → 1024 → classes."""
     return nn.Sequential(
-        nn.AdaptiveAvgPool2d(4),
+        L.AdaptiveAvgPool2d(4),
         conv_bn_relu(in_channels, 128, 1, bn=False),
         nn.Flatten(),                                   # (B, 2048)
         nn.Linear(128 * 4 * 4, 1024), nn.ReLU(), nn.Dropout(0.7),

@@ -235,7 +235,7 @@ class Inception8(Concat):
 def _v3_aux_head(in_channels: int, num_classes: int) -> nn.Sequential:
     """Auxiliary classifier on the 17×17 grid: pool to 5×5, 1×1 conv 128, 5×5 conv 768, dense."""
     return nn.Sequential(
-        nn.AdaptiveAvgPool2d(5),                        # (B, 768, 5, 5)
+        L.AdaptiveAvgPool2d(5),                         # (B, 768, 5, 5)
         conv_bn_relu(in_channels, 128, 1),              # (B, 128, 5, 5)
         conv_bn_relu(128, 768, 5),                      # (B, 768, 1, 1)
         nn.Flatten(),

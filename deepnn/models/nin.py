@@ -63,7 +63,7 @@ class NiN(Classifier):
             nn.Dropout(0.5),
             nin_block(384, num_classes, 3, 1, 1, final_relu),                    # (B, classes, 5, 5)
         )
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, classes)
+        head = nn.Sequential(L.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, classes)
         super().__init__(features, head, num_classes)
         init_weights(self)
 
