@@ -2,9 +2,10 @@
 
 Same model, same data (real Fashion-MNIST tensors), same batch size and optimizer; the two
 loops run alternately several times in one process and the ratio of medians is reported,
-so machine noise hits both alike. Target (issue 2): ratio >= 0.97.
+so machine noise hits both alike. Target (issue 2): ratio >= 0.97. Each round's ratio is printed too, and
+the spread (min–max of the per-round ratios) next to the ratio of medians: a margin inside the spread is noise.
 
-    python benchmarks/bench_trainer.py [--model lenet] [--steps 200] [--rounds 5]
+    python benchmarks/bench_trainer.py [--model lenet] [--steps 200] [--rounds 5] | tee benchmarks/logs/trainer.txt
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ def main() -> None:
     ref = statistics.median(times["hand-written"])
     print(f"{args.model}, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'loop':<22} {'examples/s':>11} {'ratio':>7}")
+    print("raw seconds per round: " + "; ".join(f"{k} " + ", ".join(f"{t:.3f}" for t in ts) for k, ts in times.items()))
+    print(f"{'loop':<22} {'examples/s':>11} {'ratio':>7} {'per-round ratio min-max':>24}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:<22} {n / med:>11.0f} {ref / med:>7.3f}")
+        rounds = [h / t for h, t in zip(times["hand-written"], ts)]
+        print(f"{name:<22} {n / med:>11.0f} {ref / med:>7.3f} {min(rounds):>11.3f} - {max(rounds):.3f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 a model-FLOPs-utilisation figure").
 
 For each ``recipes/*.yaml`` the recipe's model, model arguments, batch size, precision and
-memory format are timed with :func:`deepnn.analysis.bench.train_throughput` (synthetic data on
+memory format are timed with :func:`deepnn.runs.bench.train_throughput` (synthetic data on
 the device, warm-up steps untimed, its AdamW step standing in for the recipe's optimizer: the
 update is a few element-wise passes over the weights either way); MFU is against this device's
 matmul peak measured once per precision at the start.
@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from deepnn.analysis.bench import PRECISIONS, TRAIN_FLOPS_PER_FORWARD, matmul_peak, train_throughput
+from deepnn.runs.bench import PRECISIONS, TRAIN_FLOPS_PER_FORWARD, matmul_peak, train_throughput
 from deepnn.train.config import RECIPES_DIR, Config, load_yaml, merge_into
 from deepnn.train.trainer import resolve_device
 

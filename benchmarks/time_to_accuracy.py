@@ -12,8 +12,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from deepnn.runs import train_run
 from deepnn.train.config import Config, apply_overrides, load_yaml, merge_into, recipe_path
-from deepnn.train.run import train_run
 
 
 def main() -> None:

@@ -32,6 +32,18 @@ from .errors import UserError
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
+class LogitsOnly(nn.Module):
+    """A language model ``(tokens (B, T)) -> (logits (B, T, V), state)`` as ``tokens -> logits``: the graph
+    ONNX gets starts from a zero state and returns the scores of every position."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)[0]
+
+
 def _require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
@@ -40,15 +52,20 @@ def _require(module: str) -> ModuleType:
                         "(onnx, onnxscript, onnxruntime)") from None
 
 
-def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> Path:
+def export_onnx(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, path: str | Path,
+                input_name: str = INPUT_NAME) -> Path:
     """Write ``model`` (in eval mode) as an ONNX graph taking ``images`` ``(B, C, H, W)`` and returning
-    ``logits`` ``(B, classes)``; ``B`` is free, ``(C, H, W)`` = ``input_shape``. Returns the path."""
+    ``logits`` ``(B, classes)``; ``B`` is free, ``(C, H, W)`` = ``input_shape``. Returns the path.
+
+    ``input_shape`` may instead be an example input of two or more rows, e.g. token ids ``(2, T)`` of a
+    language model wrapped in :class:`LogitsOnly` (``input_name="tokens"``); its first dimension is free."""
     for module in ("onnx", "onnxscript"):
         _require(module)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.zeros(2, *input_shape)  # two images: a batch of one would let the exporter fix B = 1
+    # two rows: a batch of one would let the exporter fix B = 1
+    example = input_shape if torch.is_tensor(input_shape) else torch.zeros(2, *input_shape)
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ...": not ours to act on
@@ -56,7 +73,8 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
         with warnings.catch_warnings():  # the exporter's own deprecation notices, likewise
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
+            warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights")  # nn.LSTM's cache
+            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[input_name],
                                         output_names=[OUTPUT_NAME], verbose=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
     finally:
@@ -65,13 +83,16 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
     return path
 
 
-def check_onnx(path: str | Path, model: nn.Module, images: torch.Tensor) -> float:
+def check_onnx(path: str | Path, model: nn.Module, images: torch.Tensor, input_name: str = INPUT_NAME) -> float:
     """Largest absolute difference between ONNX Runtime's outputs for ``path`` and ``model``'s, on
-    ``images`` ``(B, C, H, W)`` (float32, CPU)."""
+    ``images`` ``(B, C, H, W)`` (float32, CPU) or token ids; NaN anywhere gives ``inf`` (never a pass)."""
     ort = _require("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = images.detach().float().cpu()
-    theirs = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+    x = images.detach().cpu()
+    x = x.float() if x.is_floating_point() else x
+    theirs = torch.from_numpy(session.run([OUTPUT_NAME], {input_name: x.numpy()})[0])
     with torch.no_grad():
         ours = model.eval().cpu()(x).float()
+    if theirs.shape != ours.shape or not (torch.isfinite(theirs).all() and torch.isfinite(ours).all()):
+        return float("inf")
     return (theirs - ours).abs().max().item()

@@ -13,6 +13,7 @@ from torch import nn
 import deepnn
 from deepnn.data import TensorLoader
 from deepnn.data.augment import BatchAugment, FlipAverage, random_crop, random_erase, random_flip
+from deepnn.runs import KINDS
 from deepnn.train import ClassificationTask, Config, Trainer, apply_overrides
 from deepnn.train.checkpoint import load_checkpoint
 from deepnn.train.trainer import WeightEMA
@@ -113,10 +114,14 @@ AUGMENTED = ("data.crop_padding=2", "data.flip=true", "data.erase_prob=0.5", "tr
 
 
 def make_trainer(run_dir: Path | None, *overrides: str, hooks=()) -> Trainer:
+    """A Trainer wired as `deepnn train` wires one (the image task kind's task and augmentation hook)."""
     torch.manual_seed(1)
     x, y = torch.randn(192, 1, 28, 28), torch.randint(0, 10, (192,))
-    return Trainer(TinyNet(), ClassificationTask(10), TensorLoader(x, y, 32, shuffle=True, drop_last=True),
-                   TensorLoader(x[:64], y[:64], 64), cfg=config(*overrides), run_dir=run_dir, hooks=hooks)
+    cfg, kind = config(*overrides), KINDS["classification"]
+    task = kind.make_task(cfg, {"classes": list("0123456789")})
+    return Trainer(TinyNet(), task, TensorLoader(x, y, 32, shuffle=True, drop_last=True),
+                   TensorLoader(x[:64], y[:64], 64), cfg=cfg, run_dir=run_dir,
+                   hooks=[*kind.hooks(cfg, torch.device("cpu")), *hooks])
 
 
 class InterruptAt:
@@ -205,6 +210,6 @@ def test_tta_flip_evaluates_the_flip_average() -> None:
 
 def test_defaults_add_nothing_and_bad_decay_is_refused() -> None:
     trainer = make_trainer(None)
-    assert trainer.augment is None and trainer.ema is None and trainer.generators == {}
+    assert trainer.transforms == [] and trainer.ema is None and trainer.generators == {}
     with pytest.raises(deepnn.UserError, match="train.ema_decay"):
         WeightEMA(nn.Linear(2, 2), 1.0)

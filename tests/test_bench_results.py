@@ -12,9 +12,9 @@ from test_cli import assert_user_error
 from test_cli import deepnn as cli
 
 import deepnn
-from deepnn.analysis.bench import compare_markdown_table, compare_settings, matmul_peak, train_throughput
 from deepnn.analysis.results import command_template, group_results, results_markdown
 from deepnn.analysis.summary import summarize_model
+from deepnn.runs.bench import compare_markdown_table, compare_settings, matmul_peak, train_throughput
 
 
 def test_matmul_peak_is_a_positive_rate() -> None:
@@ -65,8 +65,8 @@ def test_results_group_seeds_of_one_recipe(tmp_path: Path) -> None:
     runs = [write_run(tmp_path, "a", 0, 0.90), write_run(tmp_path, "b", 1, 0.92), write_run(tmp_path, "c", 2, 0.85,
                                                                                               epochs=1)]
     rows = group_results(p / "results.json" for p in runs)
-    assert [(r.seeds, r.accuracies) for r in rows] == [((0, 1), (0.90, 0.92)), ((2,), (0.85,))]
-    assert rows[0].accuracy_std == pytest.approx(statistics.stdev([0.90, 0.92]))
+    assert [(r.seeds, r.scores) for r in rows] == [((0, 1), (0.90, 0.92)), ((2,), (0.85,))]
+    assert rows[0].score_std == pytest.approx(statistics.stdev([0.90, 0.92]))
     assert rows[0].command == "deepnn train lenet --epochs 3 --seed {seed}"
     table = results_markdown(rows)
     assert "| lenet | 0, 1 | 91.00 ± 1.41 | 10.5 | 1000 | 61.7K | 0.000833 | fp32 | x86_64, 2 threads |" in table

@@ -9,6 +9,7 @@ import yaml
 from test_cli import deepnn
 
 from deepnn.analysis.summary import summarize_model
+from deepnn.models import create_model, model_info
 from deepnn.train.config import RECIPES_DIR, Config, load_yaml, recipe_path
 
 ISSUE = ["resnet18", "alexnet", "vgg11", "vgg16_bn", "nin", "googlenet", "inception_bn", "highway", "lenet_modern"]
@@ -27,9 +28,14 @@ def test_recipe_parses_names_its_model_and_builds(stem: str) -> None:
     path = recipe_path(model, recipe or None)
     assert path is not None and path.stem == stem
     cfg = Config.from_dict(load_yaml(path), str(path))  # unknown keys and wrong types raise
+    cfg.validate()  # every value in range
     assert cfg.model.name == model
-    assert cfg.sched.name == "onecycle"
     assert path.read_text().startswith("# ")  # says what it is for and where its results are
+    if model_info(model).task == "language_model":  # cosine over the (time-budgeted) planned steps
+        assert cfg.sched.name == "cosine"
+        create_model(model, vocab_size=84, **cfg.model.args)  # the builder takes model.args
+        return
+    assert cfg.sched.name == "onecycle"
     summarize_model(model, (1, 28, 28), num_classes=10, **cfg.model.args)  # the builder takes model.args
 
 

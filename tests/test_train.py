@@ -12,9 +12,9 @@ from torch import nn
 
 import deepnn
 from deepnn.data import TensorLoader
+from deepnn.runs import build_training
 from deepnn.train import ClassificationTask, Config, EarlyStopping, Trainer, apply_overrides
 from deepnn.train.optim import lr_factor
-from deepnn.train.run import build_trainer
 
 
 def small_config(*overrides: str) -> Config:
@@ -147,9 +147,10 @@ def test_bf16_and_channels_last_run() -> None:
     assert torch.isfinite(torch.tensor(history[0]["train_loss"]))
 
 
-def test_build_trainer_from_config_uses_subset(tmp_path: Path) -> None:
+def test_build_training_from_config_uses_subset(tmp_path: Path) -> None:
     cfg = small_config("model.name=lenet", "data.train_subset=256", "data.batch_size=64")
-    trainer, test, facts = build_trainer(cfg, None)
+    training = build_training(cfg, None)
+    trainer, test, facts = training.trainer, training.test, training.facts
     assert len(trainer.train_loader) == 4 and len(test.x) == 10000
     assert facts["classes"][0] == "T-shirt/top" and facts["model_args"]["input_size"] == 28
 
@@ -157,7 +158,7 @@ def test_build_trainer_from_config_uses_subset(tmp_path: Path) -> None:
 def test_unknown_device_and_optimizer() -> None:
     from deepnn.train import resolve_device
 
-    with pytest.raises(deepnn.UserError, match="unknown device"):
+    with pytest.raises(deepnn.UserError, match="train.device=.tpu7. is out of range"):
         resolve_device("tpu7")
     with pytest.raises(deepnn.UserError, match="train.precision='fp16' is not supported"):
         Trainer(nn.Linear(2, 2), ClassificationTask(2), TensorLoader(torch.zeros(2, 2), torch.zeros(2), 1),
@@ -176,7 +177,7 @@ def test_batch_larger_than_the_training_set_is_named() -> None:
 def test_git_commit_names_the_checkout(tmp_path: Path) -> None:
     import subprocess
 
-    from deepnn.train.run import git_commit
+    from deepnn.runs.build import git_commit
 
     head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True,
                           cwd=Path(deepnn.__file__).parent).stdout.strip()

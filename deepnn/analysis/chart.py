@@ -22,6 +22,7 @@ with the spread (min to max) as an error bar.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ from .summary import si
 
 __all__ = ["FIELDS", "ModelPoint", "load_results", "find_results", "bubble_chart"]
 
-FIELDS = ("model", "test_accuracy", "params", "flops")
+FIELDS = ("model", "test_accuracy", "params", "flops")  # an image classifier's results.json
+TASK_FIELDS = {"classification": FIELDS, "language_model": ("model", "test_loss", "params")}
 DEFAULT_GLOB = "runs/*/results.json"
 
 
@@ -78,24 +80,33 @@ def read_result(path: Path) -> dict:
         raise UserError(
             f"cannot read {path} as JSON ({e}); pass the results.json a training run wrote"
         ) from e
-    missing = [f for f in FIELDS if not isinstance(record, dict) or f not in record]
+    task = record.get("task", "classification") if isinstance(record, dict) else None
+    if task not in TASK_FIELDS:
+        raise UserError(f"{path}: unknown task {task!r}; results files of {', '.join(TASK_FIELDS)} runs are read")
+    fields = TASK_FIELDS[task]
+    missing = [f for f in fields if f not in record]
     if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}; a results file needs {', '.join(FIELDS)}")
-    bad = [f for f in FIELDS[1:] if isinstance(record[f], bool) or not isinstance(record[f], (int, float))]
+        raise UserError(f"{path} lacks {', '.join(missing)}; a {task} results file needs {', '.join(fields)}")
+    bad = [f for f in fields[1:] if isinstance(record[f], bool) or not isinstance(record[f], (int, float))
+           or not math.isfinite(record[f])]
     if bad:
         raise UserError(
-            f"{path}: {', '.join(bad)} must be numbers; got {', '.join(repr(record[f]) for f in bad)}"
+            f"{path}: {', '.join(bad)} must be finite numbers; got {', '.join(repr(record[f]) for f in bad)}"
         )
-    if not 0 <= record["test_accuracy"] <= 1:
+    if task == "classification" and not 0 <= record["test_accuracy"] <= 1:
         raise UserError(f"{path}: test_accuracy {record['test_accuracy']} is not a fraction in [0, 1]")
+    record["task"] = task
     return record
 
 
 def load_results(paths: Iterable[str | Path]) -> list[ModelPoint]:
-    """Group the runs in ``paths`` into one :class:`ModelPoint` per (model, params, flops)."""
+    """Group the image classifiers' runs in ``paths`` into one :class:`ModelPoint` per (model, params,
+    flops); runs of other tasks (accuracy vs FLOPs per image means nothing for them) are left out."""
     groups: dict[tuple[str, int, int], list[float]] = {}
     for path in paths:
         r = read_result(Path(path))
+        if r["task"] != "classification":
+            continue
         groups.setdefault((r["model"], int(r["params"]), int(r["flops"])), []).append(
             float(r["test_accuracy"])
         )

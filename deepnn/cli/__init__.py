@@ -19,6 +19,7 @@ COMMANDS = {
     "models": "models",
     "train": "train",
     "eval": "evaluate",
+    "sample": "sample",
     "predict": "predict",
     "kernels": "kernels",
     "summary": "summary",
@@ -27,6 +28,7 @@ COMMANDS = {
     "results": "results",
     "export": "export",
     "nas": "nas",
+    "gradflow": "gradflow",
 }
 
 

@@ -1,7 +1,7 @@
 """``deepnn bench train MODEL``: training-step throughput, achieved FLOP/s and MFU on synthetic data.
 
 ``--compare`` times fp32 against bf16 + channels_last, interleaved over ``--rounds``, and
-prints the ratio (issue 5's target: at least 1.5×). See :mod:`deepnn.analysis.bench` for the
+prints the ratio (issue 5's target: at least 1.5×). See :mod:`deepnn.runs.bench` for the
 FLOP conventions.
 """
 
@@ -11,7 +11,9 @@ import argparse
 
 import torch
 
-from ..analysis.bench import (
+from ..analysis.summary import parse_shape
+from ..errors import UserError
+from ..runs.bench import (
     COMPARE,
     PRECISIONS,
     compare_markdown_table,
@@ -20,8 +22,7 @@ from ..analysis.bench import (
     median_rate,
     train_throughput,
 )
-from ..analysis.summary import parse_shape
-from ..errors import UserError
+from ..runs.build import task_kind
 from ..train.trainer import resolve_device
 
 
@@ -46,7 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
     t.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="fp32 or bf16 autocast")
     t.add_argument("--channels-last", action="store_true", help="channels-last (NHWC) memory format")
-    t.add_argument("--input", default="1x28x28", metavar="CxHxW", help="input shape (default 1x28x28, Fashion-MNIST)")
+    t.add_argument("--input", default="1x28x28", metavar="CxHxW",
+                   help="input shape (default 1x28x28, Fashion-MNIST); for a language model the sequence length "
+                        "(default 128)")
+    t.add_argument("--vocab", type=int, default=84, help="language models: vocabulary size (default 84, Shakespeare)")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the model (compiled during the warm-up steps, which are not timed)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -58,21 +62,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run)
 
 
-def _header(model: str, shape: tuple[int, int, int], batch_size: int, device: torch.device) -> str:
+def _where(device: torch.device) -> str:
     if device.type == "cuda":
-        where = torch.cuda.get_device_name(device)
-    else:
-        where = f"{device.type}, {torch.get_num_threads()} threads"
-    return f"{model}, input {'x'.join(map(str, shape))}, batch {batch_size}, {where}, torch {torch.__version__}"
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}, {torch.get_num_threads()} threads"
+
+
+def _header(model: str, shape: tuple[int, int, int], batch_size: int, device: torch.device) -> str:
+    shape_text = "x".join(map(str, shape))
+    return f"{model}, input {shape_text}, batch {batch_size}, {_where(device)}, torch {torch.__version__}"
+
+
+def _lm_run(args: argparse.Namespace, device: torch.device) -> int:
+    seq_len = 128 if args.input == "1x28x28" else int(args.input) if args.input.isdigit() else 0
+    if seq_len < 1:
+        raise UserError(f"--input for a language model is a sequence length such as 128, got {args.input!r}")
+    if args.compare or args.channels_last:
+        raise UserError("--compare and --channels-last time image models; for a language model give --precision")
+    print(f"{args.model}, sequences of {seq_len}, batch {args.batch_size}, vocabulary {args.vocab}, "
+          f"{_where(device)}, torch {torch.__version__}")
+    r = train_throughput(args.model, (seq_len,), precision=args.precision, batch_size=args.batch_size,
+                         steps=args.steps, warmup=args.warmup, device=args.device, compile=args.compile,
+                         num_classes=args.vocab)
+    print(f"{r.setting}: {r.tokens_per_s:.0f} tokens/s ({r.examples_per_s:.1f} sequences/s; {r.steps} steps after "
+          f"{args.warmup} warm-up steps, {r.seconds:.2f} s)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    shape = parse_shape(args.input)
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if task_kind(args.model).task == "language_model":
+        return _lm_run(args, device)
+    shape = parse_shape(args.input)
     kwargs = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "device": args.device,
               "compile": args.compile}
     print(_header(args.model, shape, args.batch_size, device))

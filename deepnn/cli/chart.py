@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..analysis.chart import DEFAULT_GLOB, FIELDS, bubble_chart, find_results, load_results
+from ..errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     files = find_results(args.results)
     points = load_results(files)
+    if files and not points:
+        raise UserError(f"none of the {len(files)} results files is an image classifier's; the chart plots test "
+                        "accuracy against FLOPs per image (language models: `deepnn results`)")
     out = bubble_chart(points, args.out, title=args.title)
     print(f"wrote {out}: {len(points)} models from {len(files)} results files")
     return 0

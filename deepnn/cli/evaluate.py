@@ -1,23 +1,32 @@
-"""``deepnn eval RUN``: accuracy, loss and confusion matrix of a saved run."""
+"""``deepnn eval RUN``: a saved run's metrics on its test split (or validation split, or any text).
+
+By default it reports exactly what the run's ``results.json`` reports: the same weights (the weight
+average when the run kept one, else the final weights of ``last.safetensors``), the same split and
+the same test-time settings (flip TTA for images). ``--checkpoint best`` scores the best validated
+weights instead. The line says which weights were used.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from ..data import TensorLoader, load_image_data
-from ..data.augment import FlipAverage
-from ..train.config import Config
-from ..train.run import load_run
-from ..train.tasks import ClassificationTask
+from ..data.text import CharVocab, eval_windows, load_text_data, read_text
+from ..errors import UserError
+from ..runs import load_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a saved run on the test split",
-                       description="Accuracy, loss and confusion matrix of a run's checkpoint.")
+    p = sub.add_parser("eval", help="evaluate a saved run (test split, validation split or any text)",
+                       description="Metrics of a run's checkpoint: accuracy, loss and confusion matrix for image "
+                                   "classifiers; loss in nats/char, bits/char and perplexity for language models. "
+                                   "By default the weights and split that results.json reports.")
     p.add_argument("run", help="run folder (or a .safetensors checkpoint)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="which split (default: test)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint (default: best)")
-    p.add_argument("--data-dir", help="folder with the dataset files")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="last (default): the weights results.json reports; best: the best validated weights")
+    p.add_argument("--data-dir", help="folder with the dataset files (image runs)")
+    p.add_argument("--text", help="language models: score this UTF-8 file (all of it) instead of a split")
     p.set_defaults(func=run)
 
 
@@ -31,16 +40,34 @@ def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, meta = load_run(args.run, args.checkpoint)
-    cfg = Config.from_dict(meta["config"], "checkpoint config")
+    loaded = load_run(args.run, args.checkpoint)
+    cfg, meta = loaded.cfg, loaded.meta
+    task = loaded.kind.make_task(cfg, meta["data"])
+    head = f"{cfg.model.name} ({loaded.weights} weights of {loaded.path.name}, step {meta['global_step']})"
+    if loaded.kind.task == "language_model":
+        vocab = CharVocab.from_list(meta["data"]["vocab"])
+        if args.text:
+            tokens, what = vocab.encode(read_text(args.text), what=args.text), args.text
+        else:
+            if args.data_dir:
+                raise UserError("--data-dir is for image runs; a language model reads --text FILE")
+            data = load_text_data(cfg.data.path, val_fraction=cfg.data.val_fraction,
+                                  test_fraction=cfg.data.test_fraction, vocab=vocab)
+            tokens, what = (data.test if args.split == "test" else data.val), f"{cfg.data.path} {args.split}"
+        if len(tokens) < 2:
+            raise UserError(f"{what} holds fewer than 2 characters; nothing to predict")
+        m = task.evaluate(loaded.model, eval_windows(tokens, cfg.data.seq_len, cfg.data.batch_size).batches())
+        print(f"{head} on {what}: loss {m['loss']:.4f} nats/char  {m['bits_per_char']:.4f} bits/char  "
+              f"perplexity {m['perplexity']:.3f}  accuracy {m['accuracy']:.4f}  ({len(tokens)} characters)")
+        return 0
+    if args.text:
+        raise UserError(f"--text is for language models; {cfg.model.name} classifies images")
     data = load_image_data(cfg.data.name, data_dir=args.data_dir or cfg.data.data_dir,
                            val_size=cfg.data.val_size, seed=cfg.train.seed)
     x, y = data.test if args.split == "test" else data.val
     classes = meta["data"]["classes"]
-    if cfg.train.tta_flip:  # evaluate as the run did: average each image with its mirror image
-        model = FlipAverage(model)
-    metrics = ClassificationTask(len(classes)).evaluate(model, TensorLoader(x, y, cfg.data.eval_batch_size))
-    print(f"{cfg.model.name} ({args.checkpoint} checkpoint, epoch {meta['epoch']}) on {cfg.data.name} {args.split}: "
-          f"accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  ({len(y)} examples)")
-    print(format_confusion(metrics["confusion"], classes))
+    m = task.evaluate(loaded.model, TensorLoader(x, y, cfg.data.eval_batch_size))
+    print(f"{head} on {cfg.data.name} {args.split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  "
+          f"({len(y)} examples{', flip TTA' if cfg.train.tta_flip else ''})")
+    print(format_confusion(m["confusion"], classes))
     return 0

@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+EXAMPLE_ARGS = {"language_model": {"vocab_size": 84}}  # Shakespeare's 84 characters, for the parameter count
+
+
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern, task=args.task)
     if not names:
@@ -24,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     width = max(map(len, names))
     for name in names:
         info = model_info(name)
-        params = parameter_count(name)
-        print(f"{name:<{width}}  {params / 1e6:9.2f}M  {info.summary}  [{info.paper}]")
+        example = EXAMPLE_ARGS.get(info.task, {})  # what the data would give, e.g. a vocabulary size
+        params = parameter_count(name, **{k: v for k, v in example.items() if k not in info.defaults})
+        note = "".join(f" ({k}={v})" for k, v in example.items() if k not in info.defaults)
+        print(f"{name:<{width}}  {params / 1e6:9.2f}M  {info.summary}{note}  [{info.paper}]")
     return 0

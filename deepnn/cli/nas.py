@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from ..data import load_image_data
@@ -44,6 +45,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_out(name: str) -> None:
+    """Raise a one-line UserError unless the JSON record can be written to the file ``name``."""
+    out = Path(name)
+    folder = out.parent
+    if out.is_dir() or name.endswith(("/", os.sep)):
+        raise UserError(f"--out {name} names a folder; give a file name such as {out / 'nas.json'}")
+    if not folder.is_dir():
+        raise UserError(f"--out {out}: folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"--out {out}: cannot write there (permission denied); choose a writable path")
+
+
 def run(args: argparse.Namespace) -> int:
     for flag in ("steps", "layers", "epochs", "batch_size", "val_size"):
         if getattr(args, flag) < 1:
@@ -54,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("lr", "controller_lr"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.out:
+        check_out(args.out)  # before the search, not after minutes of it
     space = SearchSpace(num_layers=args.layers)
     cfg = Config()
     cfg.data.train_subset, cfg.data.batch_size, cfg.data.val_size = args.train_subset, args.batch_size, args.val_size
@@ -74,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         settings = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
         record = {"settings": settings, "history": [dataclasses.asdict(s) for s in result.history],
                   "best": dataclasses.asdict(result.best), "greedy_arch": result.greedy_arch}
-        Path(args.out).write_text(json.dumps(record, indent=1))
+        try:
+            Path(args.out).write_text(json.dumps(record, indent=1))
+        except OSError as e:
+            raise UserError(f"cannot write --out {args.out}: {e.strerror or e}") from None
         print(f"wrote {args.out}")
     return 0

@@ -8,7 +8,8 @@ import torch
 
 from ..data import normalize
 from ..data.images import load_image
-from ..train.run import load_run
+from ..errors import UserError
+from ..runs import load_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=3, help="how many classes to show per image (default 3)")
     p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                    help="invert grey levels: auto does it when the image's border is light")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="last",
+                   help="last (default): the weights results.json reports (the average with EMA); best: the best "
+                        "validated")
     p.set_defaults(func=run)
 
 
@@ -36,8 +39,11 @@ def prepare(path: str, channels: int, size: int, mean: float, std: float, invert
 
 
 def run(args: argparse.Namespace) -> int:
-    model, meta = load_run(args.run, args.checkpoint)
-    d = meta["data"]
+    loaded = load_run(args.run, args.checkpoint)
+    if loaded.kind.task != "classification":
+        raise UserError(f"{args.run} is a {loaded.kind.task} run; predict classifies images "
+                        "(use `deepnn sample` for a language model)")
+    model, d = loaded.model, loaded.meta["data"]
     c, h, _ = d["input_shape"]
     classes = d["classes"]
     batch = torch.stack([prepare(p, c, h, d["mean"], d["std"], args.invert) for p in args.images])

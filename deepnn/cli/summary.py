@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is not None:
         raise UserError(f"--out is for {INCEPTION_BLOCK} only; use --num-classes to change a model's outputs")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     main = summarize_model(args.model, shape, **kwargs)
     if args.compare:

@@ -10,26 +10,29 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..models import model_info
+from ..runs import train_run
+from ..runs.folder import RunFolder
 from ..train.checkpoint import load_checkpoint
-from ..train.config import Config, apply_overrides, load_yaml, merge_into, recipe_path
-from ..train.run import train_run
+from ..train.config import Config, apply_overrides, load_yaml, merge_into, recipe_path, set_key
 
 # shortcut flag -> config key
 SHORTCUTS = {
     "epochs": "train.epochs", "lr": "optim.lr", "batch_size": "data.batch_size", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "data_dir": "data.data_dir",
-    "conv_impl": "model.conv_impl",
+    "conv_impl": "model.conv_impl", "text": "data.path", "minutes": "train.max_minutes", "threads": "train.threads",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (progress bar, checkpoints, metrics, curves)",
-        description="Train a registered model on its dataset. Settings come from, in order: the built-in "
+        description="Train a registered model on its task's data (images: Fashion-MNIST; language models: "
+                    "--text FILE). Settings come from, in order: the built-in "
                     "recipe for the model (recipes/<model>.yaml), --recipe, --config, shortcut flags, --set. "
                     "The run folder gets config.yaml, metrics.jsonl, curves.png, last/best checkpoints and "
                     "results.json.",
         epilog="examples:\n  deepnn train lenet --epochs 10\n"
+               "  deepnn train char_lstm --text shakespeare.txt --minutes 10\n"
                "  deepnn train lenet --config recipes/lenet.yaml --set optim.lr=0.05\n"
                "  deepnn train lenet --resume runs/lenet-20261126-101500/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast or fp32 (train.precision)")
     p.add_argument("--data-dir", help="folder with the dataset files (data.data_dir)")
     p.add_argument("--conv-impl", choices=["torch", "scratch"], help="PyTorch's or our from-scratch conv/pool")
+    p.add_argument("--text", help="a UTF-8 text file to train a language model on (data.path)")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes (train.max_minutes)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (train.threads); one per run when "
+                                               "several runs share a machine")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -67,22 +74,40 @@ def resolve_config(args: argparse.Namespace) -> Config:
             if model_info(named).name != info.name:
                 raise UserError(f"{path} is a {layer} for model {named!r}, not {info.name!r}")
             merge_into(cfg, d, str(path))
-    flags = [f"{key}={getattr(args, attr)}" for attr, key in SHORTCUTS.items() if getattr(args, attr) is not None]
-    apply_overrides(cfg, flags + args.overrides)
+    for attr, key in SHORTCUTS.items():  # typed by argparse: set as given (a file name stays a string)
+        if getattr(args, attr) is not None:
+            set_key(cfg, key, getattr(args, attr))
+    apply_overrides(cfg, args.overrides)
+    if cfg.data.path and info.task != "language_model":
+        raise UserError(f"--text is for language models; {info.name} is a {info.task} model "
+                        "(`deepnn models --task language_model` lists them)")
     if args.no_progress:
         cfg.train.progress = False
     return cfg
+
+
+def report_line(results: dict) -> str:
+    """One line of a finished run's test results, whatever its task."""
+    time_part = (f"{results['epochs']} epochs, {results['steps']} steps, {results['train_time_s']:.1f} s training")
+    if results.get("task") == "language_model":
+        return (f"test loss {results['test_loss']:.4f} nats/char ({results['test_bits_per_char']:.3f} bits/char, "
+                f"perplexity {results['test_perplexity']:.2f})  ({time_part}, {results['tokens_per_s']:.0f} tokens/s)")
+    return (f"test accuracy {results['test_accuracy']:.4f}  test loss {results['test_loss']:.4f}  "
+            f"({time_part}, {results['examples_per_s']:.0f} examples/s)")
 
 
 def run(args: argparse.Namespace) -> int:
     command = "deepnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.resume:
         run_dir = Path(args.resume)
+        if run_dir.name.endswith(".safetensors"):
+            run_dir = run_dir.parent  # --resume RUN/last.safetensors means the run folder
         changed = [a for a in (*SHORTCUTS, "config", "recipe", "out") if getattr(args, a) is not None]
         if changed or args.overrides:
             raise UserError("a resumed run keeps its own config; drop " +
                             ", ".join([f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))
-        meta = load_checkpoint(run_dir).meta
+        RunFolder(run_dir).check(resume=True)
+        meta = load_checkpoint(run_dir / "last.safetensors").meta
         cfg = Config.from_dict(meta["config"], "checkpoint config")
         if cfg.model.name != model_info(args.model).name:
             raise UserError(f"{run_dir} is a run of {cfg.model.name!r}, not {args.model!r}")
@@ -94,11 +119,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = train_run(cfg, run_dir, resume=bool(args.resume), command=command)
     except KeyboardInterrupt:
-        print(f"interrupted; checkpoint saved. Continue with: deepnn train {cfg.model.name} --resume {run_dir}",
-              file=sys.stderr)
+        if (run_dir / "last.safetensors").is_file():
+            print(f"interrupted; checkpoint saved. Continue with: deepnn train {cfg.model.name} --resume {run_dir}",
+                  file=sys.stderr)
+        else:
+            print("interrupted before the first checkpoint; nothing to resume", file=sys.stderr)
         return 130
-    print(f"test accuracy {results['test_accuracy']:.4f}  test loss {results['test_loss']:.4f}  "
-          f"({results['epochs']} epochs, {results['train_time_s']:.1f} s training, "
-          f"{results['examples_per_s']:.0f} examples/s)")
+    print(report_line(results))
     print(f"run folder: {run_dir}")
     return 0

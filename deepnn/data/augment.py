@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["BatchAugment", "FlipAverage", "random_crop", "random_erase", "random_flip"]
+__all__ = ["AugmentHook", "BatchAugment", "FlipAverage", "random_crop", "random_erase", "random_flip"]
 
 ERASE_AREA = (0.02, 0.4)  # fraction of the image (Zhong et al. 2017: s_l, s_h)
 ERASE_RATIO = 0.3  # aspect ratios between 0.3 and 1/0.3 (r_1, 1/r_1)
@@ -130,6 +130,22 @@ class BatchAugment:
         if self.flip:
             x = random_flip(x, generator)
         return random_erase(x, self.erase_prob, generator)
+
+
+class AugmentHook:
+    """A :class:`~deepnn.train.Trainer` hook that augments the images of training batches.
+
+    It owns the ``augment`` generator (on ``device``, seeded with ``seed``); the trainer saves its
+    state in ``last`` checkpoints, so a resumed run draws the crops an uninterrupted one would have.
+    """
+
+    def __init__(self, augment: BatchAugment, device: torch.device | str, seed: int) -> None:
+        self.augment = augment
+        self.generators = {"augment": torch.Generator(device=device).manual_seed(seed)}
+
+    def transform(self, trainer: object, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x, *rest = batch
+        return (self.augment(x, self.generators["augment"]), *rest)
 
 
 class FlipAverage(nn.Module):

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import ImageData, TensorLoader
+from ..data import ImageData
 from ..errors import UserError
+from ..runs import build_training
 from ..train.config import Config
-from ..train.tasks import ClassificationTask
-from ..train.trainer import Trainer
 from .controller import Controller, SearchSpace, build_child
 
 
@@ -149,19 +148,17 @@ def search(
 def child_reward(arch: Sequence[int], space: SearchSpace, data: ImageData, cfg: Config) -> float:
     """The reward of Zoph & Le 2016: train the child ``arch`` describes, return its validation accuracy.
 
-    Trains with :class:`~deepnn.train.Trainer` for ``cfg.train.epochs`` epochs on the first
-    ``cfg.data.train_subset`` training images (all when ``None``), batch ``cfg.data.batch_size``, and
-    returns the best validation accuracy in ``[0, 1]`` on ``data.val``. The child's initial weights come
-    from ``cfg.train.seed`` (in a forked RNG state, so the caller's global RNG is untouched).
+    The child trains through :func:`~deepnn.runs.build_training`, the function ``deepnn train`` uses,
+    so every setting of ``cfg`` applies as it would there (label smoothing, schedule, precision, ...):
+    ``cfg.train.epochs`` epochs on the first ``cfg.data.train_subset`` training images (all when
+    ``None``). Returns the best validation accuracy in ``[0, 1]`` on ``data.val`` (never the test split).
+    The child's initial weights come from ``cfg.train.seed`` (in a forked RNG state, so the caller's
+    global RNG is untouched).
     """
-    x, y = data.train
-    n = cfg.data.train_subset
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         c, h, _ = data.input_shape
         model = build_child(arch, space, in_channels=c, num_classes=len(data.classes), input_size=h)
-    train = TensorLoader(x[:n], y[:n], cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    val = TensorLoader(*data.val, cfg.data.eval_batch_size)
-    trainer = Trainer(model, ClassificationTask(len(data.classes)), train, val, cfg=cfg)
-    trainer.fit()
+        trainer = build_training(cfg, data=data, model=model).trainer
+        trainer.fit()
     return float(trainer.best_val)

@@ -1,13 +1,15 @@
 """Training throughput and model-FLOPs utilisation (MFU) of a registered model on synthetic data.
 
 :func:`train_throughput` times the real training step, the :class:`~deepnn.train.Trainer`'s
-(learning-rate update, autocast, forward, loss, backward, optimizer), on random images that
-live on the device, after a few warm-up steps (kernel selection, allocator, autocast caches).
+(learning-rate update, autocast, forward, loss, backward, optimizer), built by
+:func:`~deepnn.runs.build_training` as ``deepnn train`` builds it, on random data that lives on the
+device (images, or character ids for a language model), after a few warm-up steps (kernel selection,
+allocator, autocast caches). Throughput counts the task's unit: examples/s, or tokens/s.
 
 FLOPs follow one convention throughout:
 
 * the **forward** FLOPs per example are FlopCounterMode's count from
-  :func:`~deepnn.analysis.summarize_model` (1 multiply-add = 2 FLOPs; normalisation,
+  :func:`~deepnn.analysis.summary.summarize_model` (1 multiply-add = 2 FLOPs; normalisation,
   activations and pooling count 0), the figure ``results.json`` and ``docs/zoo.md`` report;
 * a **training** example costs **3 ×** the forward FLOPs: the backward pass computes the
   gradients of the activations and of the weights, each about as costly as the forward pass
@@ -29,17 +31,18 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..analysis.summary import summarize_model
+from ..data import ImageData
+from ..data.text import CharVocab, TextData
 from ..errors import UserError
-from ..models import create_model
 from ..train.config import Config
-from ..train.tasks import ClassificationTask
 from ..train.trainer import PRECISIONS, Trainer, resolve_device, synchronize
-from .summary import summarize_model
+from .build import build_training, task_kind
 
 __all__ = ["PRECISIONS", "COMPARE", "StepBench", "matmul_peak", "train_throughput", "compare_settings",
            "compare_markdown_table", "median_rate"]
@@ -86,7 +89,7 @@ class StepBench:
     """One timed run: ``steps`` training steps of ``batch_size`` examples took ``seconds``."""
 
     model: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W), or (T,) for a language model
     batch_size: int
     steps: int
     precision: str
@@ -101,6 +104,11 @@ class StepBench:
         return self.batch_size * self.steps / self.seconds
 
     @property
+    def tokens_per_s(self) -> float:
+        """Language models: characters per second (examples/s × sequence length)."""
+        return self.examples_per_s * self.input_shape[-1]
+
+    @property
     def train_flops_per_s(self) -> float:
         """Achieved model FLOP/s: 3 × forward FLOPs per example × examples/s."""
         return TRAIN_FLOPS_PER_FORWARD * self.forward_flops * self.examples_per_s
@@ -109,26 +117,6 @@ class StepBench:
     def setting(self) -> str:
         layout = " + channels_last" if self.channels_last else ""
         return self.precision + layout + (" + compile" if self.compiled else "")
-
-
-class _SyntheticBatches:
-    """``steps`` batches of random images and labels, cycling through a pool kept on the device.
-
-    Duck-types :class:`~deepnn.data.TensorLoader` (``len`` and ``batches``); each batch is a slice
-    of the pool, as an unshuffled TensorLoader's is.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int) -> None:
-        self.x, self.y, self.batch_size, self.steps = x, y, batch_size, steps
-        self.pool = len(x) // batch_size
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(start, self.steps):
-            sl = slice((i % self.pool) * self.batch_size, (i % self.pool + 1) * self.batch_size)
-            yield self.x[sl], self.y[sl]
 
 
 class _StepTimer:
@@ -144,13 +132,33 @@ class _StepTimer:
             self.marks.append(time.perf_counter())
 
 
+def _synthetic(model: str, input_shape: Sequence[int], batch_size: int, total: int, num_classes: int,
+               device: torch.device, seed: int) -> tuple[ImageData | TextData, int]:
+    """Random data of the model's task on ``device``, a pool of at most ``POOL_BYTES``; returns it and the
+    number of batches in the pool."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    if task_kind(model).task == "language_model":
+        (seq_len,) = input_shape
+        pool = max(1, min(total, POOL_BYTES // (batch_size * seq_len * 8)))
+        tokens = torch.randint(0, num_classes, (pool * batch_size * seq_len + 1,), device=device, generator=g)
+        vocab = CharVocab([chr(0x100 + i) for i in range(num_classes)])
+        return TextData(vocab, tokens, tokens[:0], tokens, "synthetic"), pool
+    c, h, w = input_shape
+    pool = max(1, min(total, POOL_BYTES // (batch_size * c * h * w * 4)))  # batches of float32 images
+    x = torch.randn(pool * batch_size, c, h, w, device=device, generator=g)
+    y = torch.randint(0, num_classes, (pool * batch_size,), device=device, generator=g)
+    empty = (x[:0], y[:0])
+    return ImageData((x, y), empty, empty, tuple(map(str, range(num_classes))), 0.0, 1.0), pool
+
+
 def train_throughput(model: str, input_shape: Sequence[int] = (1, 28, 28), *, batch_size: int = 128,
                      steps: int = 50, warmup: int = 5, precision: str = "fp32", channels_last: bool = False,
                      device: str = "auto", compile: bool = False, num_classes: int = 10, seed: int = 0,
                      **model_args: object) -> StepBench:
     """Time ``steps`` training steps of ``model`` (after ``warmup`` untimed ones) on random data.
 
-    The model is built for ``input_shape`` (C, H, W) with ``model_args`` (e.g. ``width_div=4``) and
+    The model is built for ``input_shape`` (C, H, W) — for a language model ``(T,)``, the sequence
+    length, with ``num_classes`` as the vocabulary size — with ``model_args`` (e.g. ``width_div=4``) and
     trained with the default optimizer (AdamW) as ``deepnn train`` would, in ``precision``
     (bf16 = autocast), optionally channels-last and ``torch.compile``-d (compilation happens in
     the warm-up steps, which are not timed).
@@ -160,29 +168,29 @@ def train_throughput(model: str, input_shape: Sequence[int] = (1, 28, 28), *, ba
     if steps < 1 or warmup < 1 or batch_size < 1:
         raise UserError(f"steps, warm-up steps and batch size must be at least 1, got {steps}, {warmup}, "
                         f"{batch_size}")
-    c, h, w = input_shape
-    forward_flops = summarize_model(model, (c, h, w), num_classes=num_classes, **model_args).flops  # checks the name
+    language = task_kind(model).task == "language_model"  # checks the name
+    if language and len(input_shape) != 1:
+        raise UserError(f"{model} is a language model: its input is a sequence length (T,), not {tuple(input_shape)}")
+    forward_flops = 0 if language else summarize_model(model, tuple(input_shape), num_classes=num_classes,
+                                                        **model_args).flops
     cfg = Config()
-    cfg.model.name = model
+    cfg.model.name, cfg.model.args = model, dict(model_args)
     cfg.data.batch_size = batch_size
-    cfg.train.epochs, cfg.train.seed, cfg.train.progress = 1, seed, False
+    cfg.train.seed, cfg.train.progress = seed, False
     cfg.train.precision, cfg.train.channels_last, cfg.train.device = precision, channels_last, device
     cfg.train.compile = compile
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=h, **model_args)
     total = warmup + steps
-    pool = max(1, min(total, POOL_BYTES // (batch_size * c * h * w * 4)))  # batches of float32 images
-    g = torch.Generator(device=dev).manual_seed(seed)
-    x = torch.randn(pool * batch_size, c, h, w, device=dev, generator=g)
-    y = torch.randint(0, num_classes, (pool * batch_size,), device=dev, generator=g)
+    data, pool = _synthetic(model, input_shape, batch_size, total, num_classes, resolve_device(device), seed)
+    if language:
+        cfg.data.seq_len, cfg.data.batching = input_shape[0], "random"
+    cfg.train.epochs = -(-total // pool)
     timer = _StepTimer(warmup)
-    trainer = Trainer(net, ClassificationTask(num_classes), _SyntheticBatches(x, y, batch_size, total),
-                      cfg=cfg, hooks=[timer])
+    trainer = build_training(cfg, data=data, hooks=[timer]).trainer
+    trainer.planned_steps = total
     trainer.fit()
     seconds = timer.marks[1] - timer.marks[0]
-    return StepBench(model, (c, h, w), batch_size, steps, precision, channels_last, str(dev), seconds, forward_flops,
-                     compile)
+    return StepBench(model, tuple(input_shape), batch_size, steps, precision, channels_last, str(trainer.device),
+                     seconds, forward_flops, compile)
 
 
 def compare_settings(model: str, input_shape: Sequence[int] = (1, 28, 28), *, rounds: int = 3,

@@ -1,54 +1,178 @@
-"""A whole training run from a config: data → model → Trainer → test report → run folder.
+"""A whole training from a config: data → model → task → Trainer → test report → run folder.
 
-A run folder holds::
-
-    config.yaml        the resolved config (re-run it with --config)
-    metrics.jsonl      one JSON line per epoch (loss, accuracy, lr, time, examples/s)
-    curves.png         loss and accuracy curves
-    last.safetensors   everything needed to resume
-    best.safetensors   weights with the best validation accuracy
-    results.json       final test metrics and the facts needed to reproduce them
+:func:`build_training` is the one function that wires a training together; ``deepnn train``,
+``deepnn nas`` and ``deepnn bench`` all use it. What differs between tasks is a :class:`TaskKind`
+(the model registry's ``task`` picks it): how its data is loaded and batched, which task object and
+which hooks it trains with, what FLOPs mean for it. :func:`train_run` runs it into a
+:class:`~deepnn.runs.folder.RunFolder` and writes ``results.json``.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from torch import nn
 
-from ..analysis import summarize_model
-from ..data import TensorLoader, load_image_data
+from ..analysis.summary import summarize_model
+from ..data import ImageData, TensorLoader, load_image_data
+from ..data.augment import AugmentHook, BatchAugment
+from ..data.text import CharVocab, RandomWindowLoader, SequentialTextLoader, TextData, eval_windows, load_text_data
 from ..errors import UserError
-from ..models import count_parameters, create_model
-from .checkpoint import load_checkpoint, load_model_state
-from .config import Config
-from .plot import plot_curves, read_metrics
-from .tasks import ClassificationTask
-from .trainer import EarlyStopping, Trainer, resolve_device
+from ..models import count_parameters, create_model, model_info
+from ..train.checkpoint import Checkpoint, load_checkpoint, load_model_state
+from ..train.config import Config
+from ..train.tasks import ClassificationTask, LanguageModelTask
+from ..train.trainer import EarlyStopping, Trainer, resolve_device
+from .folder import RunFolder, RunLogger
 
 
-class RunLogger:
-    """Hook: append each epoch's metrics to ``metrics.jsonl`` and redraw ``curves.png``."""
+@dataclass
+class Loaders:
+    train: Any
+    val: Any | None
+    test: Any
 
-    def __init__(self, run_dir: Path, title: str) -> None:
-        self.path, self.png, self.title = run_dir / "metrics.jsonl", run_dir / "curves.png", title
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        # after a resume, drop lines of epochs the checkpoint does not include
-        kept = [r for r in read_metrics(self.path) if r["epoch"] <= trainer.epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+class ImageClassification:
+    """Image classification on Fashion-MNIST (or any :class:`~deepnn.data.images.ImageData`)."""
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        plot_curves(read_metrics(self.path), self.png, self.title)
+    task = "classification"
+
+    def load(self, cfg: Config, device: torch.device, data: ImageData | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any], Loaders]:
+        if data is None:
+            data = load_image_data(cfg.data.name, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
+                                   seed=cfg.train.seed)
+        c, h, _ = data.input_shape
+        args = {"num_classes": len(data.classes), "in_channels": c, "input_size": h, **cfg.model.args}
+        x, y = data.train
+        if cfg.data.train_subset is not None:
+            x, y = x[: cfg.data.train_subset], y[: cfg.data.train_subset]
+        on = lambda pair: tuple(t.to(device) for t in pair)  # noqa: E731 - whole dataset on the device
+        loaders = Loaders(
+            TensorLoader(*on((x, y)), cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True),
+            TensorLoader(*on(data.val), cfg.data.eval_batch_size) if len(data.val[0]) else None,
+            TensorLoader(*on(data.test), cfg.data.eval_batch_size))
+        facts = {"classes": list(data.classes), "mean": data.mean, "std": data.std,
+                 "input_shape": list(data.input_shape), "dataset": cfg.data.name}
+        return args, facts, loaders
+
+    def make_task(self, cfg: Config, facts: dict[str, Any]) -> ClassificationTask:
+        return ClassificationTask(len(facts["classes"]), cfg.train.label_smoothing, tta_flip=cfg.train.tta_flip)
+
+    def hooks(self, cfg: Config, device: torch.device) -> list[Any]:
+        augment = BatchAugment(cfg.data.crop_padding, cfg.data.flip, cfg.data.erase_prob)
+        return [AugmentHook(augment, device, cfg.train.seed)] if augment.enabled else []
+
+    def flops(self, cfg: Config, facts: dict[str, Any]) -> int | None:
+        """Forward FLOPs per example."""
+        return summarize_model(cfg.model.name, facts["input_shape"], **facts["model_args"]).flops
+
+
+class LanguageModelling:
+    """Character-level language modelling of a UTF-8 text (lecture items R1, R3)."""
+
+    task = "language_model"
+
+    def text(self, cfg: Config, vocab: CharVocab | None = None) -> TextData:
+        if not cfg.data.path:
+            raise UserError(f"{cfg.model.name} is a language model: give the text to train on with --text FILE "
+                            "(data.path)")
+        return load_text_data(cfg.data.path, val_fraction=cfg.data.val_fraction,
+                               test_fraction=cfg.data.test_fraction, vocab=vocab)
+
+    def load(self, cfg: Config, device: torch.device, data: TextData | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any], Loaders]:
+        data = data if data is not None else self.text(cfg)
+        args = {"vocab_size": len(data.vocab), **cfg.model.args}
+        on = lambda t: t.to(device)  # noqa: E731
+        d = cfg.data
+        if d.batching == "sequential":
+            train = SequentialTextLoader(on(data.train), d.batch_size, d.seq_len, seed=cfg.train.seed)
+        elif d.batching == "random":
+            train = RandomWindowLoader(on(data.train), d.batch_size, d.seq_len, seed=cfg.train.seed)
+        else:
+            raise UserError(f"data.batching={d.batching!r} is not a batching; use sequential or random")
+        val = eval_windows(on(data.val), d.seq_len, d.batch_size) if len(data.val) else None
+        loaders = Loaders(train, val, eval_windows(on(data.test), d.seq_len, d.batch_size))
+        facts = {"vocab": data.vocab.to_list(), "dataset": str(data.source),
+                 "tokens": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}}
+        return args, facts, loaders
+
+    def make_task(self, cfg: Config, facts: dict[str, Any]) -> LanguageModelTask:
+        return LanguageModelTask(cfg.train.label_smoothing)
+
+    def hooks(self, cfg: Config, device: torch.device) -> list[Any]:
+        if cfg.data.crop_padding or cfg.data.flip or cfg.data.erase_prob:
+            raise UserError("data.crop_padding, data.flip and data.erase_prob augment images; "
+                            "a language model takes none of them")
+        if cfg.train.tta_flip:
+            raise UserError("train.tta_flip averages mirrored images; a language model cannot use it")
+        return []
+
+    def flops(self, cfg: Config, facts: dict[str, Any]) -> int | None:
+        return None  # the summary counts convolutional networks' FLOPs per image, not per token
+
+
+KINDS: dict[str, Any] = {"classification": ImageClassification(), "language_model": LanguageModelling()}
+
+
+def task_kind(model_name: str) -> Any:
+    """The :class:`TaskKind` of a registered model (by its registry ``task``)."""
+    task = model_info(model_name).task
+    if task not in KINDS:
+        raise UserError(f"{model_name} is a {task} model, which `deepnn train` cannot train yet")
+    return KINDS[task]
+
+
+@dataclass
+class Training:
+    """What :func:`build_training` returns: the trainer, the test loader (read once, for the report),
+    the task kind and the JSON-able facts stored in every checkpoint under ``meta["data"]``."""
+
+    trainer: Trainer
+    test: Any
+    kind: Any
+    facts: dict[str, Any]
+
+
+def build_training(cfg: Config, folder: RunFolder | None = None, *, data: Any = None,
+                   model: nn.Module | None = None, hooks: list[Any] | None = None) -> Training:
+    """Data, model, task and :class:`~deepnn.train.Trainer` for ``cfg``.
+
+    Args:
+        cfg: the run's config; ``model.name``'s registry task picks the :class:`TaskKind`.
+        folder: the run folder (metrics, curves, checkpoints); ``None`` writes nothing.
+        data: already loaded data (NAS children share one copy; benchmarks pass synthetic data).
+        model: an already built model (a NAS child) instead of ``create_model(model.name, ...)``.
+        hooks: extra trainer hooks.
+    """
+    cfg.validate()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    kind = task_kind(cfg.model.name)
+    device = resolve_device(cfg.train.device)
+    args, facts, loaders = kind.load(cfg, device, data)
+    facts["model_args"] = args
+    if model is None:
+        model = create_model(cfg.model.name, conv_impl=cfg.model.conv_impl, **args)
+    task = kind.make_task(cfg, facts)
+    all_hooks = [*kind.hooks(cfg, device), *(hooks or [])]
+    if folder is not None:
+        all_hooks.append(RunLogger(folder, f"{cfg.model.name} on {Path(str(facts['dataset'])).name}", task.metric))
+    if cfg.train.early_stop_patience:
+        all_hooks.append(EarlyStopping(cfg.train.early_stop_patience, f"val_{task.metric}", task.mode))
+    trainer = Trainer(model, task, loaders.train, loaders.val, cfg=cfg,
+                      run_dir=folder.path if folder is not None else None, hooks=all_hooks, meta={"data": facts})
+    return Training(trainer, loaders.test, kind, facts)
 
 
 def git_commit() -> str | None:
@@ -69,80 +193,88 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def build_trainer(cfg: Config, run_dir: Path | None) -> tuple[Trainer, TensorLoader, dict[str, Any]]:
-    """Data, model and Trainer for ``cfg``; returns the trainer, the test loader and the data facts."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    data = load_image_data(cfg.data.name, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                           seed=cfg.train.seed)
-    device = resolve_device(cfg.train.device)
-    c, h, w = data.input_shape
-    args = {"num_classes": len(data.classes), "in_channels": c, "input_size": h, **cfg.model.args}
-    model = create_model(cfg.model.name, conv_impl=cfg.model.conv_impl, **args)
-    if cfg.data.train_subset is not None:
-        data.train = (data.train[0][: cfg.data.train_subset], data.train[1][: cfg.data.train_subset])
-    on = lambda pair: tuple(t.to(device) for t in pair)  # noqa: E731 - whole dataset on the device
-    train = TensorLoader(*on(data.train), cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    val = TensorLoader(*on(data.val), cfg.data.eval_batch_size) if cfg.data.val_size else None
-    test = TensorLoader(*on(data.test), cfg.data.eval_batch_size)
-    facts = {"model_args": args, "classes": list(data.classes), "mean": data.mean, "std": data.std,
-             "input_shape": list(data.input_shape)}
-    hooks: list[Any] = []
-    if run_dir is not None:
-        hooks.append(RunLogger(run_dir, f"{cfg.model.name} on {cfg.data.name}"))
-    if cfg.train.early_stop_patience:
-        hooks.append(EarlyStopping(cfg.train.early_stop_patience))
-    trainer = Trainer(model, ClassificationTask(len(data.classes), cfg.train.label_smoothing), train, val,
-                      cfg=cfg, run_dir=run_dir, hooks=hooks, meta={"data": facts})
-    return trainer, test, facts
-
-
 def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command: str | None = None
               ) -> dict[str, Any]:
-    """Train per ``cfg`` into ``run_dir`` (resuming from its ``last`` checkpoint if asked); returns results."""
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / "last.safetensors").exists():
-        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
-    trainer, test, facts = build_trainer(cfg, run_dir)
-    if resume:
-        trainer.resume(run_dir)
-    trainer.fit()
-    wall = sum(r["train_time"] for r in trainer.history)
-    test_metrics = trainer.evaluate(test)
-    results = {
-        "model": cfg.model.name, "model_args": facts["model_args"], "dataset": cfg.data.name,
-        "test_accuracy": test_metrics["accuracy"], "test_loss": test_metrics["loss"],
-        "best_val_accuracy": trainer.best_val, "epochs": trainer.epoch, "train_time_s": wall,
-        "warmup_time_s": trainer.warmup_time,
-        "examples_per_s": sum(r["train_examples_per_s"] for r in trainer.history) / max(len(trainer.history), 1),
-        "params": count_parameters(trainer.model),
-        "flops": summarize_model(cfg.model.name, facts["input_shape"], **facts["model_args"]).flops,  # per example
-        "seed": cfg.train.seed, "precision": cfg.train.precision,
-        "device": str(trainer.device), "machine": machine(), "git_commit": commit,
-        "command": command or " ".join(sys.argv), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "confusion": test_metrics["confusion"],
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-    return results
+    """Train per ``cfg`` into ``run_dir`` (resuming from its ``last`` checkpoint if asked); returns results.
+
+    The folder is checked and locked before anything is written (:class:`RunFolder`); the test split is
+    evaluated once, at the end, with the weights the run evaluates (the weight average with
+    ``train.ema_decay``, else the final weights), and the report goes to ``results.json``.
+    """
+    cfg.validate()  # every value checked before anything is created on disk
+    task_kind(cfg.model.name)
+    folder = RunFolder(run_dir)
+    folder.claim(resume)
+    try:
+        commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
+        training = build_training(cfg, folder)
+        trainer = training.trainer
+        if resume:
+            trainer.resume(folder.last)
+        else:
+            folder.write_config(cfg.to_dict())
+        trainer.fit()
+        report = trainer.task.report(trainer.evaluate(training.test))
+        results = {
+            "task": training.kind.task, "model": cfg.model.name, "model_args": training.facts["model_args"],
+            "dataset": training.facts["dataset"], **{k: v for k, v in report.items() if k != "confusion"},
+            f"best_val_{trainer.task.metric}": trainer.best_val, "epochs": trainer.epoch, "steps": trainer.global_step,
+            "train_time_s": trainer.train_time, "warmup_time_s": trainer.warmup_time,
+            f"{trainer.task.unit}_per_s": trainer.units_seen / max(trainer.train_time, 1e-9),
+            "params": count_parameters(trainer.model), "flops": training.kind.flops(cfg, training.facts),
+            "weights": "ema" if trainer.ema is not None else "final",
+            "seed": cfg.train.seed, "precision": cfg.train.precision, "threads": torch.get_num_threads(),
+            "device": str(trainer.device), "machine": machine(), "git_commit": commit,
+            "command": command or " ".join(sys.argv), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if "confusion" in report:
+            results["confusion"] = report["confusion"]
+        folder.write_results(results)
+        return results
+    finally:
+        folder.release()
 
 
-def load_run(path: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from a run folder (or a checkpoint file); returns ``(model, meta)``."""
-    path = Path(path)
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from a run folder: the model (eval mode), its checkpoint's metadata,
+    the config, the task kind and which weights were loaded (``"final"``, ``"ema"`` or ``"best"``)."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    cfg: Config
+    kind: Any
+    weights: str
+    path: Path
+
+
+def _checkpoint_path(path: Path, which: str) -> Path:
     if path.is_dir():
-        found = [p for p in (path / f"{which}.safetensors", path / "last.safetensors") if p.is_file()]
+        other = "best" if which == "last" else "last"
+        found = [p for p in (path / f"{which}.safetensors", path / f"{other}.safetensors") if p.is_file()]
         if not found:
             raise UserError(f"{path} holds no checkpoint (best.safetensors / last.safetensors); is it a run folder?")
-        path = found[0]
-    elif not path.exists():
+        return found[0]
+    if not path.exists():
         raise UserError(f"run folder or checkpoint {str(path)!r} does not exist")
-    ckpt = load_checkpoint(path)
+    return path
+
+
+def load_run(path: str | Path, which: str = "last") -> LoadedRun:
+    """Rebuild a trained model from a run folder (or a checkpoint file).
+
+    ``which="last"`` (the default) gives the weights the run's ``results.json`` reports: the weight
+    average when the run kept one, else the final weights; ``"best"`` the best validated weights.
+    """
+    ckpt: Checkpoint = load_checkpoint(_checkpoint_path(Path(path), which), require=("config", "data"))
     cfg = Config.from_dict(ckpt.meta["config"], "checkpoint config")
     model = create_model(cfg.model.name, conv_impl=cfg.model.conv_impl, **ckpt.meta["data"]["model_args"])
+    if ckpt.path is not None and ckpt.path.name == "best.safetensors":
+        weights = "best"
+    elif ckpt.ema:
+        ckpt.model, weights = ckpt.ema, "ema"
+    else:
+        weights = "final"
     load_model_state(model, ckpt, repr(cfg.model.name))
     model.eval()
-    return model, ckpt.meta
+    return LoadedRun(model, ckpt.meta, cfg, task_kind(cfg.model.name), weights, ckpt.path)

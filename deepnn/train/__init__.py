@@ -1,13 +1,15 @@
-"""Training: one readable loop (:class:`Trainer`) used by every task, configs, checkpoints, runs."""
+"""Training: one readable loop (:class:`Trainer`) for every task, tasks, configs, checkpoints.
+
+Runs (data + model + trainer + run folder) are built by :mod:`deepnn.runs`, a layer above this one.
+"""
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig, apply_overrides
-from .run import load_run, train_run
-from .tasks import ClassificationTask
-from .trainer import EarlyStopping, Trainer, WeightEMA, resolve_device
+from .tasks import ClassificationTask, LanguageModelTask
+from .trainer import Diverged, EarlyStopping, Trainer, WeightEMA, resolve_device
 
 __all__ = [
-    "ClassificationTask", "Config", "DataConfig", "EarlyStopping", "ModelConfig", "OptimConfig",
-    "ScheduleConfig", "TrainConfig", "Trainer", "WeightEMA", "apply_overrides", "load_checkpoint", "load_run",
-    "resolve_device", "save_checkpoint", "train_run",
+    "ClassificationTask", "Config", "DataConfig", "Diverged", "EarlyStopping", "LanguageModelTask", "ModelConfig",
+    "OptimConfig", "ScheduleConfig", "TrainConfig", "Trainer", "WeightEMA", "apply_overrides", "load_checkpoint",
+    "resolve_device", "save_checkpoint",
 ]

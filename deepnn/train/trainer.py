@@ -1,23 +1,29 @@
 """One readable training loop for every task (minGPT / Lightning Fabric style).
 
-The loop is ``for epoch: for batch: set lr → augment → forward (task.step) → backward → clip → step``,
-then validation, checkpoints and hooks. Everything else is an option of the config:
-bf16 autocast, ``channels_last``, ``torch.compile``, gradient clipping, schedules, batch
-augmentation on the device (``data.crop_padding``/``flip``/``erase_prob``, applied to training
-batches only, in :meth:`Trainer.to_device`), a weight average for evaluation
-(``train.ema_decay``, the :class:`WeightEMA` hook) and flip test-time augmentation (``train.tta_flip``).
+The loop is ``for epoch: for batch: set lr → transform (hooks) → forward (task.step) → backward →
+clip → step``, then validation, checkpoints and hooks. What is task-specific (the loss, the metrics,
+which metric picks ``best``, what throughput counts, state carried between batches) belongs to the
+task object (:mod:`deepnn.train.tasks`); what is data-specific (image augmentation) to a hook.
+Everything else is an option of the config: bf16 autocast, ``channels_last``, ``torch.compile``,
+gradient clipping, schedules, a time budget (``train.max_minutes``), validation inside an epoch
+(``train.val_every_steps`` / ``train.val_every_minutes``) and a weight average for evaluation
+(``train.ema_decay``, the :class:`WeightEMA` hook).
 
 Hooks are plain objects with any of ``on_fit_start(trainer)``, ``on_step_end(trainer)``,
-``on_epoch_end(trainer, metrics)``, ``on_fit_end(trainer)``; setting ``trainer.stop = True``
-ends training after the current epoch (see :class:`EarlyStopping`).
+``on_epoch_end(trainer, metrics)`` (called after every validation record), ``on_fit_end(trainer)``
+and ``transform(trainer, batch) -> batch`` (training batches only); setting ``trainer.stop = True``
+ends training after the current step (see :class:`EarlyStopping`).
 
-Interrupting (Ctrl-C) finishes the current step, writes ``last.safetensors`` and raises
-``KeyboardInterrupt``; :meth:`Trainer.resume` continues bit-for-bit from there.
+Interrupting (Ctrl-C or SIGTERM, which schedulers send) finishes the current step, writes
+``last.safetensors`` and raises ``KeyboardInterrupt``; :meth:`Trainer.resume` continues bit-for-bit
+from there. A loss that becomes NaN or infinite stops the run with :class:`Diverged` before anything
+is saved over the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import signal
 import threading
 import time
@@ -29,17 +35,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import TensorLoader
-from ..data.augment import BatchAugment, FlipAverage
 from ..errors import UserError
 from .checkpoint import (
+    TRAINER_KEYS,
     load_checkpoint,
+    load_ema_state,
     load_model_state,
     load_optimizer_state,
     save_checkpoint,
     set_rng_states,
 )
-from .config import Config
+from .config import Config, check_device_available
 from .optim import build_optimizer, lr_factor
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.precision -> compute dtype
@@ -61,19 +67,15 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no CUDA GPU is available; use train.device=auto or cpu")
-    return dev
+    check_device_available(name)  # a malformed or missing device is a one-line error
+    return torch.device(name)
 
 
 class EarlyStopping:
     """Stop when ``metric`` has not improved for ``patience`` epochs."""
 
     def __init__(self, patience: int, metric: str = "val_accuracy", mode: str = "max") -> None:
+        """``metric``: a key of the metrics records; ``mode``: ``"max"`` or ``"min"`` (is higher better?)."""
         self.patience, self.metric, self.sign = patience, metric, 1 if mode == "max" else -1
         self.best: float | None = None
         self.bad_epochs = 0
@@ -116,24 +118,35 @@ class WeightEMA:
 
 
 class Trainer:
-    """Train ``model`` on ``task`` with the options in ``cfg``.
+    """Train ``model`` on ``task`` with the options in ``cfg``: the one loop every task runs through.
 
     Args:
         model: any ``nn.Module``; the task decides what its outputs mean.
-        task: e.g. :class:`~deepnn.train.tasks.ClassificationTask`.
+        task: a task object (:mod:`deepnn.train.tasks`): the loss step, the metrics, which validation
+            metric picks ``best`` (and whether higher or lower is better), what throughput counts.
         train_loader: batches for training (their order depends only on seed and epoch).
         val_loader: batches for validation after each epoch (optional).
         cfg: the run's :class:`~deepnn.train.config.Config`.
         run_dir: where ``last``/``best`` checkpoints go; ``None`` writes nothing.
-        hooks: objects with optional ``on_*`` methods (see the module docstring).
-        meta: extra JSON-able facts stored in checkpoints (class names, normalisation, ...).
+        hooks: objects with optional ``on_*`` methods (see the module docstring); a hook with
+            ``transform(trainer, batch)`` changes training batches (image augmentation), and its
+            ``generators`` (name → ``torch.Generator``) are saved in ``last`` checkpoints.
+        meta: extra JSON-able facts stored in checkpoints (class names, vocabulary, ...).
 
     With ``train.ema_decay`` set, ``trainer.ema`` (a :class:`WeightEMA`, the first hook) holds the
     averaged model: validation, :meth:`evaluate` and ``best`` checkpoints use it, ``last`` keeps both.
+
+    Time budget: with ``train.max_minutes`` training stops when that much training time (validation
+    and checkpoints not counted) has passed. After the first steps the trainer measures the time per
+    step and plans the number of steps that fit, so the learning-rate schedule (cosine, one-cycle)
+    runs its course within the budget (:attr:`planned_steps`). ``train.val_every_steps`` /
+    ``train.val_every_minutes`` validate and save ``last`` (and ``best``) inside an epoch too.
     """
 
-    def __init__(self, model: nn.Module, task: Any, train_loader: TensorLoader,
-                 val_loader: TensorLoader | None = None, *, cfg: Config, run_dir: str | Path | None = None,
+    BUDGET_PROBE_S = 10.0  # seconds of training measured before the budget plan is fixed
+
+    def __init__(self, model: nn.Module, task: Any, train_loader: Any,
+                 val_loader: Any | None = None, *, cfg: Config, run_dir: str | Path | None = None,
                  hooks: Iterable[Any] = (), meta: dict[str, Any] | None = None) -> None:
         if cfg.train.precision not in PRECISIONS:
             raise UserError(f"train.precision={cfg.train.precision!r} is not supported; "
@@ -147,14 +160,13 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
-        augment = BatchAugment(cfg.data.crop_padding, cfg.data.flip, cfg.data.erase_prob)
-        self.augment = augment if augment.enabled else None
-        # the trainer's own random draws (augmentation), saved in `last` checkpoints so that resuming is exact
-        self.generators: dict[str, torch.Generator] = {}
-        if self.augment is not None:
-            self.generators["augment"] = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
         self.hooks = [self.ema, *hooks] if self.ema is not None else list(hooks)
+        self.transforms = [h.transform for h in self.hooks if hasattr(h, "transform")]
+        # the trainer's own random draws (augmentation), saved in `last` checkpoints so that resuming is exact
+        self.generators: dict[str, torch.Generator] = {}
+        for h in self.hooks:
+            self.generators.update(getattr(h, "generators", {}))
         self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -162,38 +174,45 @@ class Trainer:
             raise UserError(f"no training batch: data.batch_size={cfg.data.batch_size} exceeds the "
                             f"{len(getattr(train_loader, 'x', ()))} training examples (an incomplete last batch is "
                             "dropped); lower data.batch_size or raise data.train_subset")
-        lr_factor(cfg.sched, 0, self.total_steps, len(train_loader))  # reject a bad schedule before training
+        self.planned_steps = cfg.train.epochs * len(train_loader)  # shortened by a time budget
+        self.budget_planned = cfg.train.max_minutes is None
+        lr_factor(cfg.sched, 0, self.planned_steps, len(train_loader))  # reject a bad schedule before training
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # batches done in the current epoch
         self.global_step = 0
+        self.train_time = 0.0  # seconds of training so far, over every session of a resumed run
+        self.units_seen = 0  # examples (or tokens) trained on so far
         self.epoch_stats: dict[str, float] = {}  # running sums of the current epoch (kept on resume)
         self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
         self.stop = False
         self._interrupted = False
         self.warmup_time = 0.0  # seconds of :meth:`warm_up` before training (CUDA only)
+        self._last_val_time = 0.0  # train_time at the last validation (train.val_every_minutes)
 
     # ---- helpers -------------------------------------------------------------------------
     def autocast(self) -> torch.autocast:
         """bf16 autocast when ``train.precision=bf16`` (CPU with AVX-512/AMX, CUDA), else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16")
 
-    def to_device(self, batch: tuple[torch.Tensor, ...], augment: bool = False) -> tuple[torch.Tensor, ...]:
-        """Move ``batch`` to the device; ``augment`` (training batches) applies the augmentation to its inputs."""
-        x, *rest = (t.to(self.device, non_blocking=True) for t in batch)
-        if augment and self.augment is not None:
-            x = self.augment(x, self.generators["augment"])
+    def to_device(self, batch: tuple[Any, ...], train: bool = False) -> tuple[Any, ...]:
+        """Move the batch's tensors to the device; training batches go through the hooks' transforms."""
+        batch = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
+        if train:
+            for transform in self.transforms:
+                batch = transform(self, batch)
+        x = batch[0]
         if x.ndim == 4:
-            x = x.contiguous(memory_format=self.memory_format)
-        return (x, *rest)
+            batch = (x.contiguous(memory_format=self.memory_format), *batch[1:])
+        return batch
 
-    def device_batches(self, loader: TensorLoader, epoch: int = 0, start: int = 0,
-                       augment: bool = False) -> Iterator[tuple]:
-        return (self.to_device(b, augment) for b in loader.batches(epoch, start))
+    def device_batches(self, loader: Any, epoch: int = 0, start: int = 0, train: bool = False) -> Iterator[tuple]:
+        return (self.to_device(b, train) for b in loader.batches(epoch, start))
 
     @property
     def total_steps(self) -> int:
-        return self.cfg.train.epochs * len(self.train_loader)
+        """The steps the schedule runs over: ``train.epochs`` epochs, or what fits the time budget."""
+        return self.planned_steps
 
     def _call(self, event: str, *args: Any) -> None:
         for h in self.hooks:
@@ -201,18 +220,39 @@ class Trainer:
             if fn is not None:
                 fn(self, *args)
 
+    def _check_finite(self, loss_sum: float) -> None:
+        if not math.isfinite(loss_sum):
+            last = self.run_dir / "last.safetensors" if self.run_dir is not None else None
+            kept = (f"the last good checkpoint is {last}" if last is not None and last.exists()
+                    else "no checkpoint was written")
+            raise Diverged(f"training diverged: the loss became {loss_sum} by step {self.global_step} "
+                           f"(epoch {self.epoch + 1}); {kept}; lower the learning rate (optim.lr) or set "
+                           "train.grad_clip")
+
+    def _plan_budget(self, session_steps: int, session_time: float) -> None:
+        """Fix :attr:`planned_steps` from the measured time per step so the schedule ends with the budget."""
+        budget = self.cfg.train.max_minutes * 60
+        if session_steps >= 5 and session_time >= min(self.BUDGET_PROBE_S, 0.05 * budget):
+            per_step = session_time / session_steps
+            fits = self.global_step + int(0.98 * max(budget - self.train_time - session_time, 0) / per_step)
+            self.planned_steps = max(self.global_step + 1, min(self.planned_steps, fits))
+            self.budget_planned = True
+
     # ---- the loop ------------------------------------------------------------------------
-    def train_one_epoch(self) -> dict[str, float]:
-        """Run the remaining batches of epoch ``self.epoch``; returns loss, accuracy, examples/s."""
+    def train_one_epoch(self) -> None:
+        """Run the remaining batches of epoch ``self.epoch`` (up to the plan, the budget or a stop);
+        validation and ``last`` checkpoints happen where ``train.val_every_*`` asks."""
         self.model.train()
         cfg = self.cfg.train
         n = len(self.train_loader)
+        budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
         sums = {k: torch.tensor(v) for k, v in self.epoch_stats.items()}
         step_hooks = [h.on_step_end for h in self.hooks if hasattr(h, "on_step_end")]
         bar = tqdm(total=n, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, unit="batch", dynamic_ncols=True, leave=True)
-        seen, t0 = 0, time.perf_counter()
-        for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch, augment=True):
+        seg = _Segment(self)
+        session_steps, session_start = 0, self.train_time
+        for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch, train=True):
             factor = lr_factor(self.cfg.sched, self.global_step, self.total_steps, n)
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
@@ -227,21 +267,72 @@ class Trainer:
                 sums[k] = sums[k] + v.detach() if k in sums else v.detach()
             self.global_step += 1
             self.step_in_epoch += 1
-            seen += len(batch[0])
+            session_steps += 1
+            seg.units += self.task.units(batch)
             for fn in step_hooks:
                 fn(self)
-            if bar.disable is False and (self.step_in_epoch % 25 == 0 or self.step_in_epoch == n):
+            if self.step_in_epoch % 25 == 0 or self.step_in_epoch == n:  # one host sync per 25 steps
                 m = self.task.summarize(sums)
-                bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m.get('accuracy', 0):.4f}",
-                                ex_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
-                bar.update(self.step_in_epoch - bar.n)
-            if self._interrupted:
+                self._check_finite(m["loss"])
+                if not bar.disable:
+                    bar.set_postfix(**self.task.progress(m), **{f"{self.task.unit[:3]}/s": f"{seg.rate():.0f}"},
+                                    refresh=False)
+                    bar.update(self.step_in_epoch - bar.n)
+            now = seg.train_time()
+            if not self.budget_planned:
+                self._plan_budget(session_steps, now - session_start)
+            if self._interrupted or self.stop:
                 break
+            if self.global_step >= self.planned_steps or now >= budget:
+                self.stop = True  # the plan or the time budget is spent: end of training
+                break
+            if self.step_in_epoch < n and self._validation_due(now):
+                self.epoch_stats = {k: float(v) for k, v in sums.items()}
+                self._record(seg.close())
+                self.model.train()
+                seg = _Segment(self)
         bar.close()
-        synchronize(self.device)  # the GPU may still be running the last steps the loop queued
-        elapsed = time.perf_counter() - t0
         self.epoch_stats = {k: float(v) for k, v in sums.items()}
-        return {**self.task.summarize(sums), "time": elapsed, "examples_per_s": seen / max(elapsed, 1e-9)}
+        if self._interrupted:
+            seg.close()
+            return
+        if self.step_in_epoch == n:
+            self.epoch += 1
+            self.step_in_epoch, self.epoch_stats = 0, {}
+            self._record(seg.close(), self.task.summarize(sums))
+        else:  # stopped inside the epoch (budget or plan)
+            self._record(seg.close())
+
+    def _validation_due(self, train_time: float) -> bool:
+        every_steps, every_min = self.cfg.train.val_every_steps, self.cfg.train.val_every_minutes
+        return bool((every_steps and self.global_step % every_steps == 0)
+                    or (every_min and train_time - self._last_val_time >= every_min * 60))
+
+    def _record(self, segment: dict[str, float], train: dict[str, float] | None = None) -> dict[str, Any]:
+        """Validate, keep ``best`` (by the task's metric), save ``last``, log one metrics record."""
+        if train is None:
+            train = self.task.summarize({k: torch.tensor(v) for k, v in self.epoch_stats.items()})
+        self._check_finite(train["loss"])
+        n = len(self.train_loader)
+        metrics: dict[str, Any] = {"epoch": round(self.epoch + self.step_in_epoch / n, 4), "step": self.global_step,
+                                   "lr": self.optimizer.param_groups[0]["lr"]}
+        metrics.update({f"train_{k}": v for k, v in train.items()})
+        metrics.update({"train_time": segment["time"], f"train_{self.task.unit}_per_s": segment["rate"],
+                        "train_time_total": self.train_time})
+        self._last_val_time = self.train_time
+        if self.val_loader is not None:
+            val = self.evaluate(self.val_loader)
+            self._check_finite(val["loss"])
+            metrics.update({f"val_{k}": v for k, v in val.items() if k != "confusion"})
+        self.history.append(metrics)
+        value = metrics.get(f"val_{self.task.metric}")
+        sign = 1 if self.task.mode == "max" else -1
+        if value is not None and (self.best_val is None or sign * value > sign * self.best_val):
+            self.best_val = value
+            self.save("best")
+        self.save("last")
+        self._call("on_epoch_end", metrics)
+        return metrics
 
     def warm_up(self, steps: int = 2) -> float:
         """Pay the one-time costs of the first training steps before the clock starts; returns seconds.
@@ -251,22 +342,25 @@ class Trainer:
         :meth:`fit` therefore first trains a throwaway copy of the model, with its own optimizer, for
         ``steps`` steps on the first training batch, so that ``train_time`` counts training alone (as
         airbench does; the seconds are reported as ``warmup_time_s``). The model, the optimizer, the
-        data order and every random stream are left as they were: a run is the same with or without it.
+        data order, the task's carried state and every random stream are left as they were: a run is
+        the same with or without it.
         """
         t0 = time.perf_counter()
         shadow = copy.deepcopy(self.model)
         optimizer = build_optimizer(shadow, self.cfg.optim)
         first = next(self.train_loader.batches(self.epoch, self.step_in_epoch))
         generators = {k: g.get_state() for k, g in self.generators.items()}
+        carried = self.task.carried()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [], device_type="cuda"):
             for _ in range(steps):
                 with self.autocast():
-                    loss, _ = self.task.step(shadow, self.to_device(first, augment=True))
+                    loss, _ = self.task.step(shadow, self.to_device(first, train=True))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         for k, state in generators.items():
             self.generators[k].set_state(state)
+        self.task.restore(carried)
         synchronize(self.device)
         return time.perf_counter() - t0
 
@@ -275,38 +369,21 @@ class Trainer:
         """The weights evaluation uses: the moving average with ``train.ema_decay``, else the model."""
         return self.ema.module if self.ema is not None else self.model
 
-    def evaluate(self, loader: TensorLoader) -> dict[str, Any]:
-        """The task's metrics on ``loader`` (eval mode, autocast as in training; :attr:`eval_model`,
-        averaged over each image and its mirror image with ``train.tta_flip``)."""
-        model = FlipAverage(self.eval_model) if self.cfg.train.tta_flip else self.eval_model
-        return self.task.evaluate(model, self.device_batches(loader), autocast=self.autocast)
+    def evaluate(self, loader: Any) -> dict[str, Any]:
+        """The task's metrics on ``loader`` (eval mode, autocast as in training, :attr:`eval_model`)."""
+        return self.task.evaluate(self.eval_model, self.device_batches(loader), autocast=self.autocast)
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train until ``train.epochs`` (or a hook sets ``stop``); returns the per-epoch metrics."""
+        """Train until ``train.epochs``, the time budget, or a hook's ``stop``; returns the metrics records."""
         self._call("on_fit_start")
         if self.device.type == "cuda" and self.epoch < self.cfg.train.epochs:
             self.warmup_time = self.warm_up()
         with _graceful_interrupt(self):
-            while self.epoch < self.cfg.train.epochs and not self.stop:
-                train = self.train_one_epoch()
+            while self.epoch < self.cfg.train.epochs and not self.stop and self.global_step < self.planned_steps:
+                self.train_one_epoch()
                 if self._interrupted:
                     self.save("last")
                     raise KeyboardInterrupt
-                metrics: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step,
-                                           "lr": self.optimizer.param_groups[0]["lr"]}
-                metrics.update({f"train_{k}": v for k, v in train.items()})
-                if self.val_loader is not None:
-                    val = self.evaluate(self.val_loader)
-                    metrics.update({f"val_{k}": v for k, v in val.items() if k != "confusion"})
-                self.epoch += 1
-                self.step_in_epoch, self.epoch_stats = 0, {}
-                self.history.append(metrics)
-                val_acc = metrics.get("val_accuracy")
-                if val_acc is not None and (self.best_val is None or val_acc > self.best_val):
-                    self.best_val = val_acc
-                    self.save("best")
-                self.save("last")
-                self._call("on_epoch_end", metrics)
         self._call("on_fit_end")
         return self.history
 
@@ -314,7 +391,9 @@ class Trainer:
     def state_meta(self) -> dict[str, Any]:
         return {**self.meta, "config": self.cfg.to_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "epoch_stats": self.epoch_stats, "best_val": self.best_val,
-                "history": self.history}
+                "history": self.history, "planned_steps": self.planned_steps,
+                "budget_planned": self.budget_planned, "train_time": self.train_time,
+                "units_seen": self.units_seen, "stopped": self.stop}
 
     def save(self, which: str) -> Path | None:
         """Write ``<run_dir>/<which>.safetensors``: ``last`` holds everything to resume, ``best`` the
@@ -325,12 +404,13 @@ class Trainer:
         if which != "last":
             return save_checkpoint(path, self.eval_model, meta)
         return save_checkpoint(path, self.model, meta, optimizer=self.optimizer, rng=True, generators=self.generators,
-                               ema=self.ema.module if self.ema is not None else None)
+                               ema=self.ema.module if self.ema is not None else None, task=self.task.carried())
 
     def resume(self, path: str | Path) -> None:
-        """Restore weights, optimizer, counters and RNG from a ``last`` checkpoint (or its run folder)."""
-        ckpt = load_checkpoint(path)
-        if not ckpt.optim:
+        """Restore weights, optimizer, counters, the task's carried state and RNG from a ``last``
+        checkpoint (or its run folder)."""
+        ckpt = load_checkpoint(path, require=TRAINER_KEYS)
+        if not ckpt.optim and not ckpt.meta.get("optimizer"):
             raise UserError(f"{ckpt.path} holds weights only (a 'best' checkpoint); resume from last.safetensors")
         load_model_state(self.model, ckpt, repr(self.cfg.model.name))
         load_optimizer_state(self.optimizer, ckpt)
@@ -338,30 +418,62 @@ class Trainer:
             if not ckpt.ema:
                 raise UserError(f"{ckpt.path} holds no weight average but train.ema_decay is set; "
                                 "resume it with the config it was written with")
-            self.ema.module.load_state_dict(ckpt.ema)
+            load_ema_state(self.ema.module, ckpt)
         m = ckpt.meta
         self.epoch, self.step_in_epoch, self.global_step = m["epoch"], m["step_in_epoch"], m["global_step"]
         self.epoch_stats, self.best_val, self.history = m["epoch_stats"], m["best_val"], m["history"]
+        self.planned_steps, self.budget_planned = m["planned_steps"], m["budget_planned"]
+        self.train_time, self.units_seen, self.stop = m["train_time"], m["units_seen"], m["stopped"]
+        self._last_val_time = self.train_time
+        self.task.restore({k: v.to(self.device) for k, v in ckpt.task.items()})
         set_rng_states(ckpt.rng, self.generators)
 
 
+class Diverged(UserError):
+    """The training loss became NaN or infinite; nothing after the last good checkpoint was saved."""
+
+
+class _Segment:
+    """Training time and units between two records; adds its time to ``trainer.train_time`` on close."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, self.units, self.t0 = trainer, 0, time.perf_counter()
+
+    def train_time(self) -> float:
+        """The run's training time so far, this segment included (not synchronised: a step may be queued)."""
+        return self.trainer.train_time + time.perf_counter() - self.t0
+
+    def rate(self) -> float:
+        return self.units / max(time.perf_counter() - self.t0, 1e-9)
+
+    def close(self) -> dict[str, float]:
+        synchronize(self.trainer.device)  # the GPU may still be running the steps the loop queued
+        elapsed = time.perf_counter() - self.t0
+        self.trainer.train_time += elapsed
+        self.trainer.units_seen += self.units
+        return {"time": elapsed, "rate": self.units / max(elapsed, 1e-9)}
+
+
 class _graceful_interrupt:  # noqa: N801 - used as a context manager
-    """First Ctrl-C: finish the step, checkpoint, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C (or SIGTERM): finish the step, checkpoint, stop. A second one: stop at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.previous: Any = None
+        self.previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.trainer._interrupted:
             raise KeyboardInterrupt
         self.trainer._interrupted = True
-        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+        print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+              "(Ctrl-C again to abort)", flush=True)
 
     def __enter__(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
     def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, previous in self.previous.items():
+            signal.signal(s, previous)
