@@ -238,6 +238,23 @@ def gradient_flow(cells: Mapping[str, nn.Module] | None = None, *, steps: int = 
     return flows
 
 
+def model_flow(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``g_k`` through the first recurrent layer of a character language model on real text.
+
+    Args:
+        model: a :class:`~deepnn.models.charlm.CharLM` (trained or not): its input layer (embedding or
+            one-hot) turns ``tokens`` into the layer's inputs, its ``rnn``'s layer 0 becomes a cell.
+        tokens: ``(B, T)`` character ids.
+
+    Returns:
+        ``(T,)`` as :func:`gradient_norms`, averaged over the ``B`` sequences.
+    """
+    with torch.no_grad():
+        x = (model.embedding(tokens) if model.embedding is not None
+             else torch.nn.functional.one_hot(tokens, model.vocab_size)).float()  # (B, T, I)
+    return gradient_norms(cell_from_layer(model.rnn, 0).float(), x.transpose(0, 1)).detach().cpu()
+
+
 @dataclass(frozen=True)
 class ClippingDemo:
     """What :func:`clipping_demo` measured: a tanh RNN whose gradient explodes, before and after clipping."""

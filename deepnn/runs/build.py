@@ -204,11 +204,12 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
     cfg.validate()  # every value checked before anything is created on disk
     task_kind(cfg.model.name)
     folder = RunFolder(run_dir)
+    folder.check(resume)
+    commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
+    training = build_training(cfg, folder)  # data and model errors surface here, before the folder exists
+    trainer = training.trainer
     folder.claim(resume)
     try:
-        commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
-        training = build_training(cfg, folder)
-        trainer = training.trainer
         if resume:
             trainer.resume(folder.last)
         else:
