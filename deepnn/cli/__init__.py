@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "evaluate",
     "sample": "sample",
     "predict": "predict",
+    "features": "features",
     "kernels": "kernels",
     "summary": "summary",
     "chart": "chart",

@@ -1,5 +1,6 @@
 """Pieces shared by the CNN zoo (C12–C18): the conv → batch norm → ReLU unit, parallel paths
-concatenated on channels, the ``features`` → ``head`` classifier frame, weight initialisation,
+concatenated on channels, the ``features`` → ``head`` classifier frame (with the uniform
+interface of :mod:`deepnn.models._api`), weight initialisation,
 Krizhevsky's local response normalisation and the input-size rules.
 
 Conv → BN → ReLU is the unit of Inception-BN, v3, v4 and ResNet (Ioffe & Szegedy 2015,
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from .. import layers as L
 from ..errors import UserError
+from ._api import ClassifierMixin
 
 __all__ = [
     "SMALL_INPUT", "is_small", "check_input_size", "conv_bn_relu", "lrn", "Concat",
@@ -98,8 +100,9 @@ class Concat(nn.Module):
         return torch.cat([path(x) for path in self.paths], dim=1)
 
 
-class Classifier(nn.Module):
-    """The frame of every zoo model: ``features`` (the trunk) → ``head`` (pooling/flatten + dense).
+class Classifier(ClassifierMixin, nn.Module):
+    """The frame of every zoo model: ``features`` (the trunk) → ``head`` (pooling/flatten + dense),
+    with the uniform interface of :class:`~deepnn.models._api.ClassifierMixin`.
 
     Args:
         features: the trunk, a sequence of named stages.
@@ -108,6 +111,9 @@ class Classifier(nn.Module):
         aux: auxiliary heads keyed by the name of the ``features`` stage they tap (GoogLeNet,
             Inception-v3). In training mode, ``forward`` then returns ``(logits, *aux_logits)`` in
             the order of the stages; in eval mode it returns the logits only.
+        head_from: index of the first ``features`` stage that belongs to the head rather than to
+            :meth:`forward_features` (LeNet's flatten, NiN's class block); default: none does. The
+            modules keep their names, so state dicts are the same either way.
     """
 
     def __init__(
@@ -116,22 +122,60 @@ class Classifier(nn.Module):
         head: nn.Module,
         num_classes: int,
         aux: dict[str, nn.Module] | None = None,
+        head_from: int | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.features = features
         self.head = head
         self.aux = nn.ModuleDict(aux) if aux else None
+        self.head_from = len(features) if head_from is None else head_from % len(features)
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C', H', W')
+        if self.head_from == len(self.features):
+            return self.features(x)
+        for stage in list(self.features)[: self.head_from]:
+            x = stage(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:  # (B, C', H', W') -> (B, classes)
+        classifier = self.get_classifier() if pre_logits else None
+        for stage in list(self.features)[self.head_from:]:
+            if stage is classifier:
+                return x
+            x = stage(x)
+        if not pre_logits:
+            return self.head(x)
+        for layer in self.head if isinstance(self.head, nn.Sequential) else [self.head]:
+            if layer is classifier:
+                break
+            x = layer(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:  # (B, C, H, W) -> (B, num_classes)
         if self.aux is None or not self.training:
-            return self.head(self.features(x))
+            return self.forward_head(self.forward_features(x))
         aux_logits = []
-        for name, stage in self.features.named_children():
+        for name, stage in list(self.features.named_children())[: self.head_from]:
             x = stage(x)
             if name in self.aux:
                 aux_logits.append(self.aux[name](x))
-        return (self.head(x), *aux_logits)
+        return (self.forward_head(x), *aux_logits)
+
+    @property
+    def classifier_name(self) -> str:
+        """``head`` when it is one layer, else its last layer (``head.<i>``)."""
+        return f"head.{len(self.head) - 1}" if isinstance(self.head, nn.Sequential) else "head"
+
+    @property
+    def feature_layer(self) -> str:
+        return "features" if self.head_from == len(self.features) else f"features.{self.head_from - 1}"
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh class layer for ``num_classes`` classes, and fresh class layers in the auxiliary heads."""
+        super().reset_classifier(num_classes)
+        for aux in (self.aux or {}).values():
+            aux[-1] = self.new_classifier(aux[-1], num_classes)
 
 
 def init_weights(model: nn.Module, linear_std: float | None = None) -> None:

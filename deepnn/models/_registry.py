@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..layers import use_conv_impl
+from ._api import ClassifierMixin, ModelCfg, first_conv_name, recipe_of
 
 __all__ = [
     "ModelInfo", "register_model", "create_model", "list_models", "model_info",
@@ -62,15 +64,31 @@ def register_model(
     """Register a model builder under ``name`` (default: the function's name).
 
     Usable bare (``@register_model``) or with arguments
-    (``@register_model(paper="He et al. 2015")``). Registering a name twice raises.
+    (``@register_model(paper="He et al. 2015")``). Registering a name twice raises. The registered
+    builder gives every classifier it builds (a :class:`~deepnn.models._api.ClassifierMixin`) its
+    ``default_cfg``: name, paper, input size, classes, recipe, feature layer, first convolution.
     """
 
     def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered (by {_REGISTRY[key].builder.__module__})")
-        _REGISTRY[key] = ModelInfo(key, f, task, paper)
-        return f
+
+        @functools.wraps(f)
+        def build(*args: Any, **kwargs: Any) -> nn.Module:
+            model = f(*args, **kwargs)
+            if isinstance(model, ClassifierMixin):  # its default_cfg: what it was built for
+                bound = inspect.signature(f).bind(*args, **kwargs)
+                bound.apply_defaults()
+                a = bound.arguments
+                size = (a["in_channels"], a["input_size"], a["input_size"]) if {"in_channels", "input_size"} <= set(a) \
+                    else None
+                model._default_cfg = ModelCfg(key, paper, size, model.num_classes, recipe_of(key),
+                                              model.feature_layer, first_conv_name(model))
+            return model
+
+        _REGISTRY[key] = ModelInfo(key, build, task, paper)
+        return build
 
     return wrap(fn) if fn is not None else wrap
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from .. import layers as L
+from ._blocks import Classifier
 from ._registry import register_model
 
 
@@ -28,7 +29,7 @@ def _check_size(input_size: int) -> int:
     return (32 - input_size) // 2
 
 
-class LeNet(nn.Module):
+class LeNet(Classifier):
     """LeNet-5 as in the lecture (C11).
 
     Shapes for a 28×28 input: (B, C, 28, 28) → conv 5×5 pad 2 → (B, 6, 28, 28) → avgpool →
@@ -40,31 +41,30 @@ class LeNet(nn.Module):
         in_channels: channels of the input image (1 for Fashion-MNIST).
         input_size: side of the square input, 28 or 32.
         modern: ReLU, max pooling and batch norm instead of sigmoid and average pooling.
+
+    ``forward_features`` returns the (B, 16, 5, 5) maps of the second pooling (``features.7``);
+    the flatten (``features.8``) belongs to ``forward_head``.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, modern: bool = False):
-        super().__init__()
         pad = _check_size(input_size)
         act = nn.ReLU if modern else nn.Sigmoid
         pool = (lambda: L.MaxPool2d(2, stride=2)) if modern else (lambda: L.AvgPool2d(2, stride=2))
         norm2d = nn.BatchNorm2d if modern else (lambda c: nn.Identity())
         norm1d = nn.BatchNorm1d if modern else (lambda c: nn.Identity())
-        self.num_classes = num_classes
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             L.Conv2d(in_channels, 6, kernel_size=5, padding=pad, bias=not modern), norm2d(6), act(),  # (B, 6, 28, 28)
             pool(),                                                                                   # (B, 6, 14, 14)
             L.Conv2d(6, 16, kernel_size=5, bias=not modern), norm2d(16), act(),                      # (B, 16, 10, 10)
             pool(),                                                                                   # (B, 16, 5, 5)
             nn.Flatten(),                                                                             # (B, 400)
         )
-        self.head = nn.Sequential(
+        head = nn.Sequential(
             nn.Linear(16 * 5 * 5, 120, bias=not modern), norm1d(120), act(),                         # (B, 120)
             nn.Linear(120, 84, bias=not modern), norm1d(84), act(),                                   # (B, 84)
             nn.Linear(84, num_classes),                                                               # (B, classes)
         )
-
-    def forward(self, x):  # (B, C, H, W) -> (B, num_classes)
-        return self.head(self.features(x))
+        super().__init__(features, head, num_classes, head_from=-1)  # the flatten starts the head
 
 
 @register_model(paper="LeCun et al. 1998")

@@ -10,9 +10,11 @@ model as the lecture (and d2l) presents it: 7,439,608 parameters for 1000 classe
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .. import layers as L
+from ..layers import use_conv_impl
 from ._blocks import Classifier, check_input_size, conv_bn_relu, init_weights, is_small
 from ._registry import register_model
 
@@ -49,6 +51,11 @@ class NiN(Classifier):
             for every image and gets no gradient: the class is dead for good. Without batch norm
             this happens early in training (measured: 2 of 3 seeds of an AdamW run lost one or
             two classes, 71.6 % and 82.6 % test accuracy against 92.6 %); ``False`` removes it.
+
+    The class layer is the last NiN block (``features.7``, one output channel per class): it belongs
+    to ``forward_head``, so ``forward_features`` returns the (B, 384, H, W) maps it takes (after the
+    dropout, ``features.6``), ``forward_head(x, pre_logits=True)`` returns them unchanged and
+    ``reset_classifier`` rebuilds the whole block.
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
@@ -64,8 +71,22 @@ class NiN(Classifier):
             nin_block(384, num_classes, 3, 1, 1, final_relu),                    # (B, classes, 5, 5)
         )
         head = nn.Sequential(L.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, classes)
-        super().__init__(features, head, num_classes)
+        super().__init__(features, head, num_classes, head_from=-1)  # the class block starts the head
+        self.final_relu = final_relu
         init_weights(self)
+
+    @property
+    def classifier_name(self) -> str:
+        return f"features.{len(self.features) - 1}"
+
+    def new_classifier(self, old: nn.Module, num_classes: int) -> nn.Sequential:
+        """A fresh class block (He-initialised, as built) in the old block's conv implementation."""
+        conv = old[0][0]
+        impl = "torch" if type(conv) is nn.Conv2d else "scratch"
+        with use_conv_impl(impl), torch.device(conv.weight.device):
+            block = nin_block(conv.in_channels, num_classes, 3, 1, 1, self.final_relu)
+        init_weights(block)
+        return block.to(conv.weight.dtype)
 
 
 @register_model(paper="Lin et al. 2013")
