@@ -14,6 +14,7 @@ from ..runs import train_run
 from ..runs.folder import RunFolder
 from ..train.checkpoint import load_checkpoint
 from ..train.config import Config, apply_overrides, load_yaml, merge_into, recipe_path, set_key
+from ..train.distributed import env_rank
 
 # shortcut flag -> config key
 SHORTCUTS = {
@@ -34,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  deepnn train lenet --epochs 10\n"
                "  deepnn train char_lstm --text shakespeare.txt --minutes 10\n"
                "  deepnn train lenet --config recipes/lenet.yaml --set optim.lr=0.05\n"
-               "  deepnn train lenet --resume runs/lenet-20261126-101500/",
+               "  deepnn train lenet --resume runs/lenet-20261126-101500/\n"
+               "  torchrun --nproc_per_node=2 -m deepnn train lenet --threads 1   # data-parallel, 2 processes\n"
+               "\ndata-parallel (torchrun): --batch-size is the global batch, split among the processes; the\n"
+               "learning rate is not scaled. A run may be resumed with a different number of processes.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="registered model name (see `deepnn models`)")
     p.add_argument("--recipe", help="named recipe: recipes/<model>-<RECIPE>.yaml (e.g. fast)")
@@ -55,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, help="training time budget in minutes (train.max_minutes)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (train.threads); one per run when "
                                                "several runs share a machine")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="TensorBoard event files in RUN/tensorboard/ (train.tensorboard; pip install "
+                        "'deepnn[tensorboard]')")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only, every generator seeded (train.deterministic)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -83,6 +92,10 @@ def resolve_config(args: argparse.Namespace) -> Config:
                         "(`deepnn models --task language_model` lists them)")
     if args.no_progress:
         cfg.train.progress = False
+    if args.tensorboard:
+        cfg.train.tensorboard = True
+    if args.deterministic:
+        cfg.train.deterministic = True
     return cfg
 
 
@@ -98,11 +111,13 @@ def report_line(results: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     command = "deepnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    main = env_rank() == 0  # under torchrun only rank 0 talks
     if args.resume:
         run_dir = Path(args.resume)
         if run_dir.name.endswith(".safetensors"):
             run_dir = run_dir.parent  # --resume RUN/last.safetensors means the run folder
         changed = [a for a in (*SHORTCUTS, "config", "recipe", "out") if getattr(args, a) is not None]
+        changed += ["deterministic"] * bool(args.deterministic)
         if changed or args.overrides:
             raise UserError("a resumed run keeps its own config; drop " +
                             ", ".join([f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))
@@ -112,19 +127,24 @@ def run(args: argparse.Namespace) -> int:
         if cfg.model.name != model_info(args.model).name:
             raise UserError(f"{run_dir} is a run of {cfg.model.name!r}, not {args.model!r}")
         cfg.train.progress = not args.no_progress
-        print(f"resuming {run_dir} at epoch {meta['epoch'] + 1}, step {meta['global_step']}")
+        cfg.train.tensorboard = cfg.train.tensorboard or args.tensorboard  # logging only: may be turned on
+        if main:
+            print(f"resuming {run_dir} at epoch {meta['epoch'] + 1}, step {meta['global_step']}")
     else:
         cfg = resolve_config(args)
         run_dir = Path(args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         results = train_run(cfg, run_dir, resume=bool(args.resume), command=command)
     except KeyboardInterrupt:
+        if not main:
+            return 130
         if (run_dir / "last.safetensors").is_file():
             print(f"interrupted; checkpoint saved. Continue with: deepnn train {cfg.model.name} --resume {run_dir}",
                   file=sys.stderr)
         else:
             print("interrupted before the first checkpoint; nothing to resume", file=sys.stderr)
         return 130
-    print(report_line(results))
-    print(f"run folder: {run_dir}")
+    if main:
+        print(report_line(results))
+        print(f"run folder: {run_dir}")
     return 0

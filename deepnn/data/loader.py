@@ -8,9 +8,20 @@ batches the interrupted one would have seen.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
+
+from ..errors import UserError
+
+
+def check_shardable(batch_size: int, world_size: int, what: str = "data.batch_size") -> int:
+    """The per-process share of a global batch; a one-line error when it does not divide evenly."""
+    if batch_size % world_size:
+        raise UserError(f"{what}={batch_size} is the global batch and must divide evenly among the "
+                        f"{world_size} processes; use a multiple of {world_size}")
+    return batch_size // world_size
 
 
 class TensorLoader:
@@ -21,7 +32,12 @@ class TensorLoader:
         batch_size: examples per batch.
         shuffle: a fresh permutation per epoch (seeded by ``seed`` and the epoch number).
         drop_last: drop the last incomplete batch (keeps batch-norm statistics sane).
+
+    :meth:`shard` gives one process of a data-parallel run its part of every batch: ``batch_size``
+    stays the global batch, ``len()`` the global number of batches.
     """
+
+    rank, world_size = 0, 1
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False) -> None:
@@ -43,11 +59,27 @@ class TensorLoader:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.x), generator=g).to(self.x.device)
 
+    def shard(self, rank: int, world_size: int) -> TensorLoader:
+        """This loader for process ``rank`` of ``world_size``: every process draws the same permutation of
+        ``(seed, epoch)`` and takes part ``rank`` of the ``world_size`` equal parts of each global batch."""
+        check_shardable(self.batch_size, world_size)
+        if not self.drop_last and len(self.x) % self.batch_size and (len(self.x) % self.batch_size) % world_size:
+            raise UserError(f"the last incomplete batch ({len(self.x) % self.batch_size} examples) does not split "
+                            f"among {world_size} processes; drop it (drop_last=True)")
+        out = copy.copy(self)
+        out.rank, out.world_size = rank, world_size
+        return out
+
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of ``epoch``, skipping the first ``start`` (to resume mid-epoch)."""
+        """Batches of ``epoch``, skipping the first ``start`` (to resume mid-epoch); this process's part
+        of each when sharded."""
         idx = self.order(epoch)
         for b in range(start, len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, len(self.x))
+            if self.world_size > 1:
+                part = (hi - lo) // self.world_size
+                lo, hi = lo + self.rank * part, lo + (self.rank + 1) * part
+            sl = slice(lo, hi)
             if idx is None:
                 yield self.x[sl], self.y[sl]
             else:

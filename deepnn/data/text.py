@@ -46,10 +46,15 @@ Both loaders have the interface of :class:`~deepnn.data.loader.TensorLoader`: ``
 per epoch, ``loader.batches(epoch, start)`` yields the batches of ``epoch`` skipping the first
 ``start``, and the order depends only on ``(seed, epoch)``, so a resumed run sees exactly the batches
 the interrupted one would have seen. Batches stay on the device of the token tensor.
+
+For data-parallel training both have ``shard(rank, world_size)``: ``batch_size`` stays the global
+number of rows (streams or windows) and process ``rank`` reads rows
+``rank * B/W .. (rank + 1) * B/W - 1`` of every batch; ``len()`` is unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,6 +64,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .loader import check_shardable
 
 TextBatch = tuple[torch.Tensor, torch.Tensor, bool]
 """``(x (B, T) int64, y (B, T) int64, carry)``: y[b, t] is the character after x[b, t]; ``carry`` says
@@ -370,6 +376,19 @@ class SequentialTextLoader:
             )
         self.row_len = row
 
+    rank, world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int):  # noqa: ANN201 - the same class
+        """This loader for process ``rank`` of ``world_size``: part ``rank`` of the rows of every batch."""
+        check_shardable(self.batch_size, world_size)
+        out = copy.copy(self)
+        out.rank, out.world_size = rank, world_size
+        return out
+
+    def _rows(self) -> slice:
+        part = self.batch_size // self.world_size
+        return slice(self.rank * part, (self.rank + 1) * part)
+
     @property
     def scored_tokens(self) -> int:
         """Targets per epoch: ``batch_size * row_len`` (every batch position has one)."""
@@ -387,8 +406,8 @@ class SequentialTextLoader:
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[TextBatch]:
         """Batches of ``epoch``, skipping the first ``start`` (to resume mid-epoch)."""
         off, B, R, T = self.offset(epoch), self.batch_size, self.row_len, self.seq_len
-        rows_x = self.tokens[off:off + B * R].reshape(B, R)
-        rows_y = self.tokens[off + 1:off + 1 + B * R].reshape(B, R)
+        rows_x = self.tokens[off:off + B * R].reshape(B, R)[self._rows()]
+        rows_y = self.tokens[off + 1:off + 1 + B * R].reshape(B, R)[self._rows()]
         for i in range(start, len(self)):
             sl = slice(i * T, (i + 1) * T)
             yield rows_x[:, sl].contiguous(), rows_y[:, sl].contiguous(), i > 0
@@ -440,6 +459,19 @@ class RandomWindowLoader:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
+    rank, world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int):  # noqa: ANN201 - the same class
+        """This loader for process ``rank`` of ``world_size``: part ``rank`` of the rows of every batch."""
+        check_shardable(self.batch_size, world_size)
+        out = copy.copy(self)
+        out.rank, out.world_size = rank, world_size
+        return out
+
+    def _rows(self) -> slice:
+        part = self.batch_size // self.world_size
+        return slice(self.rank * part, (self.rank + 1) * part)
+
     def offsets(self, epoch: int) -> torch.Tensor:
         """Window starts of ``epoch``: ``(steps_per_epoch, batch_size)`` int64 on the tokens' device."""
         high = len(self.tokens) - self.seq_len  # o + T + 1 <= N
@@ -448,7 +480,7 @@ class RandomWindowLoader:
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[TextBatch]:
         """Batches of ``epoch``, skipping the first ``start`` (to resume mid-epoch)."""
-        starts = self.offsets(epoch)
+        starts = self.offsets(epoch)[:, self._rows()]
         steps = torch.arange(self.seq_len, device=self.tokens.device)
         for i in range(start, len(self)):
             idx = starts[i].unsqueeze(1) + steps  # (B, T)

@@ -5,6 +5,10 @@
 (the model registry's ``task`` picks it): how its data is loaded and batched, which task object and
 which hooks it trains with, what FLOPs mean for it. :func:`train_run` runs it into a
 :class:`~deepnn.runs.folder.RunFolder` and writes ``results.json``.
+
+Started by ``torchrun`` with several processes, the same functions train data-parallel
+(:mod:`deepnn.train.distributed`): every rank builds the same training, only rank 0 owns and writes
+the run folder, ``data.batch_size`` is the global batch, and ``results.json`` records ``world_size``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..data.augment import AugmentHook, BatchAugment
 from ..data.text import CharVocab, RandomWindowLoader, SequentialTextLoader, TextData, eval_windows, load_text_data
 from ..errors import UserError
 from ..models import count_parameters, create_model, model_info
+from ..train import distributed
 from ..train.checkpoint import Checkpoint, load_checkpoint, load_model_state
 from ..train.config import Config
 from ..train.tasks import ClassificationTask, LanguageModelTask
@@ -157,9 +162,12 @@ def build_training(cfg: Config, folder: RunFolder | None = None, *, data: Any = 
     cfg.validate()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
     kind = task_kind(cfg.model.name)
-    device = resolve_device(cfg.train.device)
+    dist = distributed.setup(cfg.train.device, cfg.train.ddp)  # torchrun: join the group (None: one process)
+    device = dist.device if dist is not None else resolve_device(cfg.train.device)
+    if cfg.train.deterministic:  # before anything draws a random number or touches cuBLAS
+        distributed.deterministic(cfg.train.seed, device)
+    torch.manual_seed(cfg.train.seed)
     args, facts, loaders = kind.load(cfg, device, data)
     facts["model_args"] = args
     if model is None:
@@ -170,9 +178,33 @@ def build_training(cfg: Config, folder: RunFolder | None = None, *, data: Any = 
         all_hooks.append(RunLogger(folder, f"{cfg.model.name} on {Path(str(facts['dataset'])).name}", task.metric))
     if cfg.train.early_stop_patience:
         all_hooks.append(EarlyStopping(cfg.train.early_stop_patience, f"val_{task.metric}", task.mode))
+    if cfg.train.tensorboard:
+        tb = tensorboard_hook(cfg, kind, facts, loaders, folder)  # the package is checked on every rank
+        if folder is not None:
+            all_hooks.append(tb)
     trainer = Trainer(model, task, loaders.train, loaders.val, cfg=cfg,
                       run_dir=folder.path if folder is not None else None, hooks=all_hooks, meta={"data": facts})
     return Training(trainer, loaders.test, kind, facts)
+
+
+def tensorboard_hook(cfg: Config, kind: Any, facts: dict[str, Any], loaders: Loaders,
+                     folder: RunFolder | None) -> Any:
+    """The :class:`~deepnn.train.tensorboard.TensorBoardLogger` of a run: ``RUN/tensorboard/``, with a text
+    sample (language models) or a grid of validation predictions (images) at each record."""
+    from ..train.tensorboard import TensorBoardLogger, image_predictions, text_sampler
+
+    sample = images = None
+    eval_loader = loaders.val if loaders.val is not None else loaders.test
+    if kind.task == "language_model":
+        vocab = CharVocab.from_list(facts["vocab"])
+        first = eval_loader.tokens[:8] if eval_loader is not None else None
+        prompt = vocab.decode(first) if first is not None and len(first) else vocab.chars[0]
+        sample = text_sampler(vocab, prompt, length=120, seed=cfg.train.seed)
+    elif kind.task == "classification" and eval_loader is not None:
+        x, y = eval_loader.x[:8], eval_loader.y[:8]
+        images = image_predictions(x, y, facts["classes"], facts["mean"], facts["std"])
+    log_dir = folder.path / "tensorboard" if folder is not None else Path("tensorboard")
+    return TensorBoardLogger(log_dir, cfg.train.tensorboard_every_steps, sample=sample, images=images)
 
 
 def git_commit() -> str | None:
@@ -204,15 +236,19 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
     cfg.validate()  # every value checked before anything is created on disk
     task_kind(cfg.model.name)
     folder = RunFolder(run_dir)
-    folder.check(resume)
+    main = distributed.env_rank() == 0  # under torchrun only rank 0 owns and writes the folder
+    if main:
+        folder.check(resume)
     commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
-    training = build_training(cfg, folder)  # data and model errors surface here, before the folder exists
-    trainer = training.trainer
-    folder.claim(resume)
     try:
+        # data and model errors surface here, before the folder exists
+        training = build_training(cfg, folder if main else None)
+        trainer = training.trainer
+        if main:
+            folder.claim(resume)
         if resume:
-            trainer.resume(folder.last)
-        else:
+            trainer.resume(folder.last)  # every rank reads rank 0's checkpoint (one machine, or a shared disk)
+        elif main:
             folder.write_config(cfg.to_dict())
         trainer.fit()
         report = trainer.task.report(trainer.evaluate(training.test))
@@ -225,15 +261,20 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
             "params": count_parameters(trainer.model), "flops": training.kind.flops(cfg, training.facts),
             "weights": "ema" if trainer.ema is not None else "final",
             "seed": cfg.train.seed, "precision": cfg.train.precision, "threads": torch.get_num_threads(),
-            "device": str(trainer.device), "machine": machine(), "git_commit": commit,
+            "device": str(trainer.device), "world_size": trainer.world_size,
+            "global_batch_size": cfg.data.batch_size, "ddp_max_weight_diff": trainer.weight_divergence,
+            "deterministic": cfg.train.deterministic, "machine": machine(), "git_commit": commit,
             "command": command or " ".join(sys.argv), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         if "confusion" in report:
             results["confusion"] = report["confusion"]
-        folder.write_results(results)
+        if main:
+            folder.write_results(results)
         return results
     finally:
-        folder.release()
+        if main:
+            folder.release()
+        distributed.shutdown()
 
 
 @dataclass

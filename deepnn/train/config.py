@@ -89,6 +89,12 @@ class TrainConfig:
     max_minutes: float | None = None  # training time budget; schedules follow the steps that fit in it
     val_every_steps: int | None = None  # also validate + save `last` every N steps (not only at epoch end)
     val_every_minutes: float | None = None  # ... or every N minutes of training
+    # data-parallel (torchrun, deepnn.train.distributed): data.batch_size is the GLOBAL batch, lr is not scaled
+    ddp: str = "auto"  # "auto": DDP when torchrun starts WORLD_SIZE > 1 processes; "always": also with one
+    sync_bn: bool = False  # under DDP on CUDA: batch-norm statistics over the global batch (SyncBatchNorm)
+    deterministic: bool = False  # deterministic kernels only (an op without one raises), all generators seeded
+    tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard/ (pip install 'deepnn[tensorboard]')
+    tensorboard_every_steps: int = 10  # the training loss is logged every N steps (and every record)
 
 
 @dataclass
@@ -354,6 +360,8 @@ RULES: dict[str, tuple[Check, str]] = {
     "train.max_minutes": _optional(_number(0, lo_open=True)),
     "train.val_every_steps": _optional(_int_at_least(1)),
     "train.val_every_minutes": _optional(_number(0, lo_open=True)),
+    "train.ddp": _one_of("auto", "always"),
+    "train.tensorboard_every_steps": _int_at_least(1),
 }
 
 # rules over several keys: (name shown in the message, the value from the config, check, allowed range)

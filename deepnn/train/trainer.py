@@ -18,6 +18,12 @@ Interrupting (Ctrl-C or SIGTERM, which schedulers send) finishes the current ste
 ``last.safetensors`` and raises ``KeyboardInterrupt``; :meth:`Trainer.resume` continues bit-for-bit
 from there. A loss that becomes NaN or infinite stops the run with :class:`Diverged` before anything
 is saved over the last good checkpoint.
+
+Data-parallel training (``torchrun``, :mod:`deepnn.train.distributed`) runs through this same loop:
+when :func:`~deepnn.train.distributed.setup` has joined a process group, the training loader is
+sharded, forward/backward go through ``DistributedDataParallel``, statistics are reduced over ranks,
+every decision (interrupt, stop, budget, validation) is agreed, and only rank 0 writes. Hooks
+see ``trainer.dist`` (``None`` in a single process) and ``trainer.is_main``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -36,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from . import distributed
 from .checkpoint import (
     TRAINER_KEYS,
     load_checkpoint,
@@ -155,11 +163,26 @@ class Trainer:
         self.train_loader, self.val_loader = train_loader, val_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.meta = dict(meta or {})
-        self.device = resolve_device(cfg.train.device)
-        if self.device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once, then reuses the fastest
+        self.dist = distributed.current()  # None: one process
+        self.device = self.dist.device if self.dist is not None else resolve_device(cfg.train.device)
+        if cfg.train.deterministic:
+            distributed.deterministic(cfg.train.seed, self.device)
+        elif self.device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once, then reuses the fastest
             torch.backends.cudnn.benchmark = True
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
+        ddp_model = None
+        if self.dist is not None:
+            self.model, ddp_model = distributed.wrap(self.model, self.dist, cfg.train.sync_bn)
+            if self.dist.world_size > 1:
+                if not hasattr(train_loader, "shard"):
+                    raise UserError(f"data-parallel training needs a loader with shard(rank, world_size); "
+                                    f"{type(train_loader).__name__} has none")
+                train_loader = train_loader.shard(self.dist.rank, self.dist.world_size)
+                self.train_loader = train_loader
+        # CUDA: agree on interrupts/stops/clock every few steps (each agreement is a host sync); CPU: every step
+        self.agree_every = 1 if self.device.type == "cpu" else 10
+        self.last_loss: torch.Tensor | None = None  # the latest step's loss (this process's shard), detached
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
         self.hooks = [self.ema, *hooks] if self.ema is not None else list(hooks)
         self.transforms = [h.transform for h in self.hooks if hasattr(h, "transform")]
@@ -167,7 +190,10 @@ class Trainer:
         self.generators: dict[str, torch.Generator] = {}
         for h in self.hooks:
             self.generators.update(getattr(h, "generators", {}))
-        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.ddp_model = ddp_model
+        self.forward_model = ddp_model if ddp_model is not None else self.model  # forward/backward go through DDP
+        if cfg.train.compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         if len(train_loader) == 0:
@@ -189,6 +215,16 @@ class Trainer:
         self._interrupted = False
         self.warmup_time = 0.0  # seconds of :meth:`warm_up` before training (CUDA only)
         self._last_val_time = 0.0  # train_time at the last validation (train.val_every_minutes)
+        self.weight_divergence: float | None = None  # DDP: max |w_rank - w_rank0| at the end of fit
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes (rank 0, or the only process)."""
+        return self.dist is None or self.dist.is_main
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size if self.dist is not None else 1
 
     # ---- helpers -------------------------------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -229,6 +265,22 @@ class Trainer:
                            f"(epoch {self.epoch + 1}); {kept}; lower the learning rate (optim.lr) or set "
                            "train.grad_clip")
 
+    def _global_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The running sums over every rank (rank 0 carries what earlier sessions summed)."""
+        if self.dist is None or not sums:
+            return sums
+        keys = sorted(sums)
+        local = torch.stack([sums[k].detach().to(torch.float64).reshape(()).cpu() for k in keys])
+        total = distributed.all_reduce(local, self.dist)
+        return {k: total[i] for i, k in enumerate(keys)}
+
+    def _agree(self, now: float) -> float:
+        """DDP: one all_reduce(MAX) so that every rank sees any interrupt or stop, and the slowest clock."""
+        flags = torch.tensor([float(self._interrupted), float(self.stop), now], dtype=torch.float64)
+        flags = distributed.all_reduce(flags, self.dist, "max")
+        self._interrupted, self.stop = bool(flags[0] > 0), bool(flags[1] > 0)
+        return float(flags[2])
+
     def _plan_budget(self, session_steps: int, session_time: float) -> None:
         """Fix :attr:`planned_steps` from the measured time per step so the schedule ends with the budget."""
         budget = self.cfg.train.max_minutes * 60
@@ -236,6 +288,8 @@ class Trainer:
             per_step = session_time / session_steps
             fits = self.global_step + int(0.98 * max(budget - self.train_time - session_time, 0) / per_step)
             self.planned_steps = max(self.global_step + 1, min(self.planned_steps, fits))
+            if self.dist is not None:  # the clocks agree already; rank 0's plan is the plan
+                self.planned_steps = distributed.broadcast_int(self.planned_steps, self.dist)
             self.budget_planned = True
 
     # ---- the loop ------------------------------------------------------------------------
@@ -246,10 +300,11 @@ class Trainer:
         cfg = self.cfg.train
         n = len(self.train_loader)
         budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-        sums = {k: torch.tensor(v) for k, v in self.epoch_stats.items()}
+        # DDP: rank 0 carries the sums of earlier sessions, the others add their own from zero
+        sums = {k: torch.tensor(v if self.is_main else 0.0) for k, v in self.epoch_stats.items()}
         step_hooks = [h.on_step_end for h in self.hooks if hasattr(h, "on_step_end")]
         bar = tqdm(total=n, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, unit="batch", dynamic_ncols=True, leave=True)
+                   disable=not cfg.progress or not self.is_main, unit="batch", dynamic_ncols=True, leave=True)
         seg = _Segment(self)
         session_steps, session_start = 0, self.train_time
         for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch, train=True):
@@ -263,6 +318,7 @@ class Trainer:
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            self.last_loss = loss.detach()
             for k, v in stats.items():
                 sums[k] = sums[k] + v.detach() if k in sums else v.detach()
             self.global_step += 1
@@ -272,13 +328,19 @@ class Trainer:
             for fn in step_hooks:
                 fn(self)
             if self.step_in_epoch % 25 == 0 or self.step_in_epoch == n:  # one host sync per 25 steps
-                m = self.task.summarize(sums)
+                m = self.task.summarize(self._global_sums(sums))
                 self._check_finite(m["loss"])
                 if not bar.disable:
                     bar.set_postfix(**self.task.progress(m), **{f"{self.task.unit[:3]}/s": f"{seg.rate():.0f}"},
                                     refresh=False)
                     bar.update(self.step_in_epoch - bar.n)
             now = seg.train_time()
+            if self.dist is not None:  # decide only where every rank decides, on agreed flags and clock
+                every = cfg.val_every_steps
+                if not (self.global_step % self.agree_every == 0 or self.step_in_epoch == n
+                        or self.global_step >= self.planned_steps or (every and self.global_step % every == 0)):
+                    continue
+                now = self._agree(now)
             if not self.budget_planned:
                 self._plan_budget(session_steps, now - session_start)
             if self._interrupted or self.stop:
@@ -287,19 +349,20 @@ class Trainer:
                 self.stop = True  # the plan or the time budget is spent: end of training
                 break
             if self.step_in_epoch < n and self._validation_due(now):
-                self.epoch_stats = {k: float(v) for k, v in sums.items()}
+                self.epoch_stats = {k: float(v) for k, v in self._global_sums(sums).items()}
                 self._record(seg.close())
                 self.model.train()
                 seg = _Segment(self)
         bar.close()
-        self.epoch_stats = {k: float(v) for k, v in sums.items()}
+        global_sums = self._global_sums(sums)
+        self.epoch_stats = {k: float(v) for k, v in global_sums.items()}
         if self._interrupted:
             seg.close()
             return
         if self.step_in_epoch == n:
             self.epoch += 1
             self.step_in_epoch, self.epoch_stats = 0, {}
-            self._record(seg.close(), self.task.summarize(sums))
+            self._record(seg.close(), self.task.summarize(global_sums))
         else:  # stopped inside the epoch (budget or plan)
             self._record(seg.close())
 
@@ -320,6 +383,7 @@ class Trainer:
         metrics.update({"train_time": segment["time"], f"train_{self.task.unit}_per_s": segment["rate"],
                         "train_time_total": self.train_time})
         self._last_val_time = self.train_time
+        self._sync_buffers()
         if self.val_loader is not None:
             val = self.evaluate(self.val_loader)
             self._check_finite(val["loss"])
@@ -333,6 +397,13 @@ class Trainer:
         self.save("last")
         self._call("on_epoch_end", metrics)
         return metrics
+
+    def _sync_buffers(self) -> None:
+        """DDP: rank 0's buffers (batch-norm statistics) everywhere, so every rank evaluates the same weights."""
+        if self.dist is not None:
+            distributed.broadcast_buffers(self.model, self.dist)
+            if self.ema is not None:
+                distributed.broadcast_buffers(self.ema.module, self.dist)
 
     def warm_up(self, steps: int = 2) -> float:
         """Pay the one-time costs of the first training steps before the clock starts; returns seconds.
@@ -384,6 +455,13 @@ class Trainer:
                 if self._interrupted:
                     self.save("last")
                     raise KeyboardInterrupt
+        if self.dist is not None:
+            self._sync_buffers()
+            modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+            self.weight_divergence = distributed.max_divergence(modules, self.dist)
+            if self.is_main:
+                print(f"ddp: {self.world_size} process(es), max |w_rank - w_0| = {self.weight_divergence:g} "
+                      f"after {self.global_step} steps", file=sys.stderr, flush=True)
         self._call("on_fit_end")
         return self.history
 
@@ -398,13 +476,16 @@ class Trainer:
     def save(self, which: str) -> Path | None:
         """Write ``<run_dir>/<which>.safetensors``: ``last`` holds everything to resume, ``best`` the
         weights that were validated (:attr:`eval_model`)."""
-        if self.run_dir is None:
+        carried = self.task.carried() if which == "last" else {}
+        if self.dist is not None and carried:  # every rank's rows of the carried state (a collective)
+            carried = distributed.gather_carried(carried, self.dist)
+        if self.run_dir is None or not self.is_main:
             return None
         path, meta = self.run_dir / f"{which}.safetensors", self.state_meta()
         if which != "last":
             return save_checkpoint(path, self.eval_model, meta)
         return save_checkpoint(path, self.model, meta, optimizer=self.optimizer, rng=True, generators=self.generators,
-                               ema=self.ema.module if self.ema is not None else None, task=self.task.carried())
+                               ema=self.ema.module if self.ema is not None else None, task=carried)
 
     def resume(self, path: str | Path) -> None:
         """Restore weights, optimizer, counters, the task's carried state and RNG from a ``last``
@@ -425,7 +506,10 @@ class Trainer:
         self.planned_steps, self.budget_planned = m["planned_steps"], m["budget_planned"]
         self.train_time, self.units_seen, self.stop = m["train_time"], m["units_seen"], m["stopped"]
         self._last_val_time = self.train_time
-        self.task.restore({k: v.to(self.device) for k, v in ckpt.task.items()})
+        carried = {k: v.to(self.device) for k, v in ckpt.task.items()}
+        if self.dist is not None and self.dist.world_size > 1:  # this rank's rows of the whole state
+            carried = distributed.split_carried(carried, self.dist)
+        self.task.restore(carried)
         set_rng_states(ckpt.rng, self.generators)
 
 
@@ -444,14 +528,19 @@ class _Segment:
         return self.trainer.train_time + time.perf_counter() - self.t0
 
     def rate(self) -> float:
-        return self.units / max(time.perf_counter() - self.t0, 1e-9)
+        return self.units * self.trainer.world_size / max(time.perf_counter() - self.t0, 1e-9)
 
     def close(self) -> dict[str, float]:
         synchronize(self.trainer.device)  # the GPU may still be running the steps the loop queued
         elapsed = time.perf_counter() - self.t0
+        units = self.units
+        if self.trainer.dist is not None:  # the slowest rank's time; every rank trains an equal share
+            elapsed = float(distributed.all_reduce(torch.tensor([elapsed], dtype=torch.float64),
+                                                   self.trainer.dist, "max")[0])
+            units *= self.trainer.world_size
         self.trainer.train_time += elapsed
-        self.trainer.units_seen += self.units
-        return {"time": elapsed, "rate": self.units / max(elapsed, 1e-9)}
+        self.trainer.units_seen += units
+        return {"time": elapsed, "rate": units / max(elapsed, 1e-9)}
 
 
 class _graceful_interrupt:  # noqa: N801 - used as a context manager
@@ -467,6 +556,8 @@ class _graceful_interrupt:  # noqa: N801 - used as a context manager
         if self.trainer._interrupted:
             raise KeyboardInterrupt
         self.trainer._interrupted = True
+        if not self.trainer.is_main:
+            return
         print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
               "(Ctrl-C again to abort)", flush=True)
 
