@@ -128,7 +128,7 @@ def create_model(name: str, *, conv_impl: str = "torch", **kwargs: Any) -> nn.Mo
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise UserError(
-                f"model {info.name!r} does not take {', '.join(unknown)}; "
+                f"model {info.name!r} does not take {', '.join(map(repr, unknown))}; "
                 f"it takes {', '.join(accepted) or 'no arguments'}"
             )
     with use_conv_impl(conv_impl):

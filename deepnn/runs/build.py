@@ -13,6 +13,7 @@ the run folder, ``data.batch_size`` is the global batch, and ``results.json`` re
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -49,6 +50,7 @@ class ImageClassification:
     """Image classification on Fashion-MNIST (or any :class:`~deepnn.data.images.ImageData`)."""
 
     task = "classification"
+    facts = ("classes", "mean", "std", "input_shape")  # what a run's checkpoints must hold under meta["data"]
 
     def load(self, cfg: Config, device: torch.device, data: ImageData | None = None
              ) -> tuple[dict[str, Any], dict[str, Any], Loaders]:
@@ -85,6 +87,7 @@ class LanguageModelling:
     """Character-level language modelling of a UTF-8 text (lecture items R1, R3)."""
 
     task = "language_model"
+    facts = ("vocab",)
 
     def text(self, cfg: Config, vocab: CharVocab | None = None) -> TextData:
         if not cfg.data.path:
@@ -310,7 +313,20 @@ def load_run(path: str | Path, which: str = "last") -> LoadedRun:
     """
     ckpt: Checkpoint = load_checkpoint(_checkpoint_path(Path(path), which), require=("config", "data"))
     cfg = Config.from_dict(ckpt.meta["config"], "checkpoint config")
-    model = create_model(cfg.model.name, conv_impl=cfg.model.conv_impl, **ckpt.meta["data"]["model_args"])
+    kind = task_kind(cfg.model.name)
+    missing = [k for k in ("model_args", *kind.facts) if k not in ckpt.meta["data"]]
+    if missing:
+        raise UserError(f"checkpoint {ckpt.path} lacks data.{missing[0]} in its metadata; it was edited or written "
+                        "by something else: use the run's other checkpoint or train again")
+    args = ckpt.meta["data"]["model_args"]
+    try:
+        model = create_model(cfg.model.name, conv_impl=cfg.model.conv_impl, **args)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"checkpoint {ckpt.path}: its data.model_args {json.dumps(args)[:120]} do not build "
+                        f"{cfg.model.name} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        "the metadata was edited: use the run's other checkpoint or train again") from None
     if ckpt.path is not None and ckpt.path.name == "best.safetensors":
         weights = "best"
     elif ckpt.ema:
@@ -319,4 +335,4 @@ def load_run(path: str | Path, which: str = "last") -> LoadedRun:
         weights = "final"
     load_model_state(model, ckpt, repr(cfg.model.name))
     model.eval()
-    return LoadedRun(model, ckpt.meta, cfg, task_kind(cfg.model.name), weights, ckpt.path)
+    return LoadedRun(model, ckpt.meta, cfg, kind, weights, ckpt.path)

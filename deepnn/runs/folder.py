@@ -65,15 +65,27 @@ class RunFolder:
         p = self.path
         if p.exists() and not p.is_dir():
             raise UserError(f"--out {p} is a file, not a folder; choose a new folder name")
+        owner = self.owner()
+        if owner is not None:
+            raise UserError(f"{p} is in use by another run (process {owner}); wait for it or choose another --out")
         if resume:
             if not self.last.is_file():
                 raise UserError(f"{p} holds no last.safetensors to resume; give the run folder of an interrupted run")
             return
         if self.last.exists() or self.results.exists():
             raise UserError(f"{p} already holds a run; resume it with --resume {p} or choose another --out")
-        if p.is_dir() and any(p.iterdir()):
-            raise UserError(f"--out {p} is not empty (it holds {next(iter(sorted(p.iterdir()))).name!r}, ...); "
+        others = sorted(q.name for q in p.iterdir() if q != self.lock) if p.is_dir() else []
+        if others:
+            raise UserError(f"--out {p} is not empty (it holds {others[0]!r}, ...); "
                             "a run needs a new or empty folder so it overwrites none of your files")
+
+    def owner(self) -> int | None:
+        """The process id holding :attr:`lock` if that process is alive (a stale lock counts as none)."""
+        try:
+            pid = int(self.lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and pid != os.getpid() and _pid_alive(pid) else None
 
     def claim(self, resume: bool) -> None:
         """Check the folder, create it and take its lock (released by :meth:`release`)."""
@@ -82,12 +94,9 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                pid = int(self.lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise UserError(f"{self.path} is in use by another run (process {pid}); wait for it or choose "
+            owner = self.owner()
+            if owner is not None:
+                raise UserError(f"{self.path} is in use by another run (process {owner}); wait for it or choose "
                                 "another --out") from None
             self.lock.unlink(missing_ok=True)  # left by a process that died: take it over
             return self.claim(resume)

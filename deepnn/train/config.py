@@ -287,8 +287,10 @@ def _optional(rule: tuple[Check, str]) -> tuple[Check, str]:
     return (lambda v: v is None or check(v)), f"null or {text}"
 
 
-def _int_at_least(lo: int) -> tuple[Check, str]:
-    return (lambda v: _is_int(v) and v >= lo), f"an integer ≥ {lo}"
+def _int_at_least(lo: int, hi: int | None = None) -> tuple[Check, str]:
+    if hi is None:
+        return (lambda v: _is_int(v) and v >= lo), f"an integer ≥ {lo}"
+    return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
 
 
 def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
@@ -333,19 +335,19 @@ RULES: dict[str, tuple[Check, str]] = {
     "data.train_subset": _optional(_int_at_least(1)),
     "data.batch_size": _int_at_least(1),
     "data.eval_batch_size": _int_at_least(1),
-    "data.crop_padding": _int_at_least(0),
+    "data.crop_padding": _int_at_least(0, 64),  # pixels; more than the image itself pads nothing useful
     "data.erase_prob": _number(0, 1),
     "data.seq_len": _int_at_least(1),
     "data.batching": _one_of("sequential", "random"),
     "data.val_fraction": _number(0, 1, hi_open=True),
     "data.test_fraction": _number(0, 1, hi_open=True),
     "optim.name": _one_of(*OPTIMIZERS),
-    "optim.lr": _number(0, lo_open=True),
+    "optim.lr": _number(0, 1e30, lo_open=True),  # float32 optimizer state overflows near 3.4e38
     "optim.momentum": _number(0, 1, hi_open=True),
     "optim.betas": _each(_number(0, 1, hi_open=True), 2),
     "optim.weight_decay": _number(0),
     "sched.name": _one_of(*SCHEDULE_NAMES),
-    "sched.warmup_epochs": _number(0),
+    "sched.warmup_epochs": _number(0, 1e6),
     "sched.final_lr_ratio": _number(0, 1),
     "sched.pct_start": _number(0, 1, lo_open=True, hi_open=True),
     "train.epochs": _int_at_least(1),
@@ -355,7 +357,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "train.grad_clip": _optional(_number(0, lo_open=True)),
     "train.label_smoothing": _number(0, 1, hi_open=True),
     "train.early_stop_patience": _optional(_int_at_least(1)),
-    "train.threads": _optional(_int_at_least(1)),
+    "train.threads": _optional(_int_at_least(1, 1024)),
     "train.ema_decay": _optional(_number(0, 1, lo_open=True, hi_open=True)),
     "train.max_minutes": _optional(_number(0, lo_open=True)),
     "train.val_every_steps": _optional(_int_at_least(1)),

@@ -261,9 +261,9 @@ class Trainer:
             last = self.run_dir / "last.safetensors" if self.run_dir is not None else None
             kept = (f"the last good checkpoint is {last}" if last is not None and last.exists()
                     else "no checkpoint was written")
+            epoch = (self.global_step - 1) // len(self.train_loader) + 1  # the epoch of the last step taken
             raise Diverged(f"training diverged: the loss became {loss_sum} by step {self.global_step} "
-                           f"(epoch {self.epoch + 1}); {kept}; lower the learning rate (optim.lr) or set "
-                           "train.grad_clip")
+                           f"(epoch {epoch}); {kept}; lower the learning rate (optim.lr) or set train.grad_clip")
 
     def _global_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The running sums over every rank (rank 0 carries what earlier sessions summed)."""
