@@ -14,6 +14,7 @@ the run folder, ``data.batch_size`` is the global batch, and ``results.json`` re
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -228,6 +229,20 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def warn_if_oversubscribed(device: torch.device) -> bool:
+    """Warn (stderr) when other processes already keep the CPU cores busy and PyTorch will use several
+    threads: its OpenMP threads then wait for each other, and training ran 50-80x slower than with
+    ``--threads 1`` on a loaded 2-core machine. Returns whether it warned."""
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if device.type != "cpu" or threads < 2 or load + threads <= cores + 0.5:
+        return False
+    print(f"warning: the machine is busy (load average {load:.1f} on {cores} cores) and PyTorch will use {threads} "
+          "threads, which can make training many times slower; give each run --threads 1 (or fewer threads)",
+          file=sys.stderr)
+    return True
+
+
 def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command: str | None = None
               ) -> dict[str, Any]:
     """Train per ``cfg`` into ``run_dir`` (resuming from its ``last`` checkpoint if asked); returns results.
@@ -249,6 +264,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
         trainer = training.trainer
         if main:
             folder.claim(resume)
+            warn_if_oversubscribed(trainer.device)
         if resume:
             trainer.resume(folder.last)  # every rank reads rank 0's checkpoint (one machine, or a shared disk)
         elif main:
