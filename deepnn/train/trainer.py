@@ -482,10 +482,16 @@ class Trainer:
         if self.run_dir is None or not self.is_main:
             return None
         path, meta = self.run_dir / f"{which}.safetensors", self.state_meta()
-        if which != "last":
-            return save_checkpoint(path, self.eval_model, meta)
-        return save_checkpoint(path, self.model, meta, optimizer=self.optimizer, rng=True, generators=self.generators,
-                               ema=self.ema.module if self.ema is not None else None, task=carried)
+        try:
+            if which != "last":
+                return save_checkpoint(path, self.eval_model, meta)
+            return save_checkpoint(path, self.model, meta, optimizer=self.optimizer, rng=True,
+                                   generators=self.generators, ema=self.ema.module if self.ema is not None else None,
+                                   task=carried)
+        except OSError as e:  # a full disk, a folder made read-only: the previous file is intact (atomic write)
+            kept = "its previous version is intact" if path.exists() else "none was written before"
+            raise UserError(f"cannot write {path}: {e.strerror or e}; {kept}; free space or fix the folder, then "
+                            f"continue with --resume {self.run_dir}") from None
 
     def resume(self, path: str | Path) -> None:
         """Restore weights, optimizer, counters, the task's carried state and RNG from a ``last``
