@@ -6,6 +6,7 @@ The one place where the project samples from a model; every generator (the chara
 - :func:`sample_next`: one token per row from logits ``(B, V)``: greedy (temperature 0), temperature,
   top-k, top-p (nucleus, Holtzman et al. 2020, "The curious case of neural text degeneration").
 - :func:`generate`: autoregressive generation from a prompt, feeding each sampled token back in.
+- :func:`greedy_decode`: a seq2seq decoder's greedy decoding from a start token to an end token (T4).
 
 Models follow one interface: ``model(tokens (B, T)) -> logits (B, T, V)`` or ``(logits, state)``,
 and, when a state was returned, ``model(tokens, state) -> (logits, state)`` continues from it
@@ -22,6 +23,7 @@ for decoders to come (beam search) to reuse.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,7 +31,7 @@ from torch import nn
 
 from .errors import UserError
 
-__all__ = ["sample_next", "generate", "filter_logits"]
+__all__ = ["sample_next", "generate", "filter_logits", "greedy_decode"]
 
 
 def _check_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -179,3 +181,57 @@ def generate(
     if not generated:
         return prompt.new_empty(prompt.shape[0], 0)
     return torch.stack(generated, dim=1)
+
+
+def greedy_decode(
+    decode_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    memory: torch.Tensor,
+    start_token: int,
+    end_token: int,
+    max_len: int,
+    pad_token: int = 0,
+) -> torch.Tensor:
+    """Autoregressive greedy decoding that stops at an end token (T4).
+
+    Starting from ``[start_token]``, run the decoder on the prefix, append the argmax of its last
+    position's logits, and repeat: each step feeds back the model's *own* predictions (compare
+    :func:`teacher_forcing_logits`). A sequence is finished once it has produced ``end_token``; its later
+    positions are ``pad_token``. Decoding stops when every sequence is finished or after ``max_len`` tokens.
+
+    Args:
+        decode_step: ``(memory, tokens) -> logits``: ``tokens`` ``(B, t)`` starts with ``start_token``; returns
+            ``(B, t, V)`` where position ``i`` scores token ``i + 1`` (a decoder with a causal mask and an
+            output projection; only the last position is used). E.g.
+            ``lambda memory, ys: head(decoder(embed(ys), memory, tgt_is_causal=True))``.
+        memory: the encoder's output ``(B, S, d_model)``, passed to ``decode_step`` as is; its first
+            dimension is the batch size.
+        start_token: id that starts every sequence (not returned).
+        end_token: id that ends a sequence (returned, then padding).
+        max_len: most tokens to generate, ``end_token`` included.
+        pad_token: id written after a sequence's ``end_token``.
+
+    Returns:
+        Token ids ``(B, L)``, ``L ≤ max_len``, without the start token.
+
+        >>> step = lambda memory, ys: torch.nn.functional.one_hot(ys + 1, 10).double()  # "previous token + 1"
+        >>> greedy_decode(step, torch.zeros(2, 1), start_token=1, end_token=4, max_len=8)
+        tensor([[2, 3, 4],
+                [2, 3, 4]])
+    """
+    if max_len < 1:
+        raise UserError(f"max_len must be at least 1 (the most tokens to generate), got {max_len}")
+    B = memory.shape[0]
+    tokens = torch.full((B, 1), start_token, dtype=torch.long, device=memory.device)  # (B, 1)
+    finished = torch.zeros(B, dtype=torch.bool, device=memory.device)
+    for _ in range(max_len):
+        logits = decode_step(memory, tokens)  # (B, t, V)
+        if logits.ndim != 3 or logits.shape[:2] != tokens.shape:
+            raise UserError(f"decode_step must return logits (B, t, V) = ({B}, {tokens.shape[1]}, V) for tokens "
+                            f"{tuple(tokens.shape)}, got {tuple(logits.shape)}")
+        next_token = sample_next(logits[:, -1], greedy=True)  # (B,)
+        next_token = next_token.masked_fill(finished, pad_token)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        finished = finished | (next_token == end_token)
+        if finished.all():
+            break
+    return tokens[:, 1:]

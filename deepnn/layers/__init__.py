@@ -26,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from ..decoding import greedy_decode  # every generator's decoding lives in deepnn.decoding
 from .attention import (
     MultiHeadAttention,
     additive_scores,
@@ -49,7 +50,6 @@ from .rnn import (
 from .transformer import (
     TransformerDecoderLayer,
     TransformerEncoderLayer,
-    greedy_decode,
     shift_right,
     teacher_forcing_logits,
 )

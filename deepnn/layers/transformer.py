@@ -13,7 +13,7 @@ item  concept                                            code
 T4    encoder layer: self-attention, feed-forward        :class:`TransformerEncoderLayer`
 T4    decoder layer: masked self-attention,              :class:`TransformerDecoderLayer`
       cross-attention over the memory, feed-forward
-T4    autoregressive decoding that stops at an end token :func:`greedy_decode`
+T4    autoregressive decoding that stops at an end token :func:`deepnn.decoding.greedy_decode`
 T5    teacher forcing: gold previous tokens as inputs    :func:`shift_right`, :func:`teacher_forcing_logits`
 ====  =================================================  ================================================
 
@@ -26,7 +26,7 @@ parameter names, initialisation and state dicts are PyTorch's and weights load b
 **T5, teacher forcing and exposure bias.** A decoder is trained to predict token ``t`` from the *gold*
 tokens ``< t``: the input is the target shifted one place right behind a start token
 (:func:`shift_right`), and thanks to the causal mask one parallel pass gives every position's
-prediction (:func:`teacher_forcing_logits`). At inference there is no gold: :func:`greedy_decode`
+prediction (:func:`teacher_forcing_logits`). At inference there is no gold: :func:`~deepnn.decoding.greedy_decode`
 feeds back the model's *own* predictions, one token at a time. The model never saw its own mistakes
 as inputs during training, so one wrong token can lead it into prefixes unlike anything it was
 trained on; that train/test mismatch is called exposure bias.
@@ -275,12 +275,12 @@ def teacher_forcing_logits(
     """Training-time decoding with teacher forcing (T5): one parallel pass over the gold prefix.
 
     Thanks to the causal mask inside ``decode_step`` this equals running the decoder step by step
-    on the *gold* prefixes; at inference (:func:`greedy_decode`) the prefixes are the model's own
+    on the *gold* prefixes; at inference (:func:`~deepnn.decoding.greedy_decode`) the prefixes are the model's own
     predictions instead (exposure bias). Train with
     ``F.cross_entropy(logits.flatten(0, 1), targets.flatten())``.
 
     Args:
-        decode_step: ``(memory, tokens (B, t)) -> logits (B, t, V)``, as in :func:`greedy_decode`.
+        decode_step: ``(memory, tokens (B, t)) -> logits (B, t, V)``, as in :func:`~deepnn.decoding.greedy_decode`.
         memory: the encoder's output, ``(B, S, d_model)`` (or whatever ``decode_step`` expects, batch first).
         targets: gold token ids ``(B, T)``.
         start_token: the start-of-sequence id.
@@ -289,57 +289,3 @@ def teacher_forcing_logits(
         ``(B, T, V)``: position ``t``'s logits predict ``targets[:, t]``.
     """
     return decode_step(memory, shift_right(targets, start_token))
-
-
-def greedy_decode(
-    decode_step: DecodeStep,
-    memory: torch.Tensor,
-    start_token: int,
-    end_token: int,
-    max_len: int,
-    pad_token: int = 0,
-) -> torch.Tensor:
-    """Autoregressive greedy decoding that stops at an end token (T4).
-
-    Starting from ``[start_token]``, run the decoder on the prefix, append the argmax of its last
-    position's logits, and repeat: each step feeds back the model's *own* predictions (compare
-    :func:`teacher_forcing_logits`). A sequence is finished once it has produced ``end_token``; its later
-    positions are ``pad_token``. Decoding stops when every sequence is finished or after ``max_len`` tokens.
-
-    Args:
-        decode_step: ``(memory, tokens) -> logits``: ``tokens`` ``(B, t)`` starts with ``start_token``; returns
-            ``(B, t, V)`` where position ``i`` scores token ``i + 1`` (a decoder with a causal mask and an
-            output projection; only the last position is used). E.g.
-            ``lambda memory, ys: head(decoder(embed(ys), memory, tgt_is_causal=True))``.
-        memory: the encoder's output ``(B, S, d_model)``, passed to ``decode_step`` as is; its first
-            dimension is the batch size.
-        start_token: id that starts every sequence (not returned).
-        end_token: id that ends a sequence (returned, then padding).
-        max_len: most tokens to generate, ``end_token`` included.
-        pad_token: id written after a sequence's ``end_token``.
-
-    Returns:
-        Token ids ``(B, L)``, ``L ≤ max_len``, without the start token.
-
-        >>> step = lambda memory, ys: F.one_hot(ys + 1, 10).double()  # always predicts "previous token + 1"
-        >>> greedy_decode(step, torch.zeros(2, 1), start_token=1, end_token=4, max_len=8)
-        tensor([[2, 3, 4],
-                [2, 3, 4]])
-    """
-    if max_len < 1:
-        raise UserError(f"max_len must be at least 1 (the most tokens to generate), got {max_len}")
-    B = memory.shape[0]
-    tokens = torch.full((B, 1), start_token, dtype=torch.long, device=memory.device)  # (B, 1)
-    finished = torch.zeros(B, dtype=torch.bool, device=memory.device)
-    for _ in range(max_len):
-        logits = decode_step(memory, tokens)  # (B, t, V)
-        if logits.ndim != 3 or logits.shape[:2] != tokens.shape:
-            raise UserError(f"decode_step must return logits (B, t, V) = ({B}, {tokens.shape[1]}, V) for tokens "
-                            f"{tuple(tokens.shape)}, got {tuple(logits.shape)}")
-        next_token = logits[:, -1].argmax(dim=-1)  # (B,)
-        next_token = next_token.masked_fill(finished, pad_token)
-        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-        finished = finished | (next_token == end_token)
-        if finished.all():
-            break
-    return tokens[:, 1:]
