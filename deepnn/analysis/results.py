@@ -36,7 +36,7 @@ import json
 import math
 import shlex
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,11 @@ GLANCE = (
     ("LeNet-5 (lecture)", "deepnn train lenet"),
     ("Highway (MLP)", "deepnn train highway --recipe fast"),
 )
+SHAKESPEARE = "../shared/data/shakespeare/shakespeare.txt"
+# the language models' rows: test loss on the held-out end of Shakespeare after 10 minutes of training
+GLANCE_TEXT = tuple((label, f"deepnn train {name} --text {SHAKESPEARE} --minutes 10 --threads 2")
+                    for label, name in (("char LSTM", "char_lstm"), ("char GRU", "char_gru"),
+                                        ("char RNN (tanh)", "char_rnn")))
 
 
 @dataclass(frozen=True)
@@ -361,20 +366,30 @@ def glance_rows(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = G
     raises :class:`UserError`."""
     picked = []
     for label, command in glance:
-        found = [r for r in rows if r.task == "classification" and _bare_command(r.command) == command]
+        found = [r for r in rows if _bare_command(r.command) == command]
         if not found:
             raise UserError(f"no runs of `{command}` among the results read (deepnn.analysis.results.GLANCE "
                             "lists it); pass the folders that hold them")
         picked += [(label, r) for r in found]
-    return sorted(picked, key=lambda lr: -lr[1].score)
+    return sorted(picked, key=lambda lr: -lr[1].score if lr[1].task == "classification" else lr[1].score)
 
 
-def glance_markdown(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = GLANCE) -> str:
-    """README's "Results at a glance" table: the recipes of :data:`GLANCE`, one line per recipe and machine."""
-    lines = ["| model | command | test accuracy | machine, training time per run |", "|---|---|---:|---|"]
+def glance_markdown(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = GLANCE,
+                    text: Sequence[tuple[str, str]] = GLANCE_TEXT) -> str:
+    """README's "Results at a glance" tables: the recipes of :data:`GLANCE` (image classifiers, test
+    accuracy) and of :data:`GLANCE_TEXT` (language models, held-out loss), one line per recipe and machine."""
+    tables = [_glance_table(rows, glance, "test accuracy", lambda s: _mean_std(s, 100, 2) + " %")]
+    if text:
+        tables.append(_glance_table(rows, text, "held-out loss (nats/char)", lambda s: _mean_std(s, 1, 3)))
+    return "\n\n".join(tables)
+
+
+def _glance_table(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]], score: str,
+                  fmt: Callable[[Sequence[float]], str]) -> str:
+    lines = [f"| model | command | {score} | machine, training time per run |", "|---|---|---:|---|"]
     for label, r in glance_rows(rows, glance):
         n = len(r.scores)
-        acc = _mean_std(r.scores, 100, 2) + " %" + ("" if n == 3 else f" ({n} seed{'s' if n > 1 else ''})")
+        acc = fmt(r.scores) + ("" if n == 3 else f" ({n} seed{'s' if n > 1 else ''})")
         at_once = max(r.at_once, default=0)
         note = f" ({_at_once(r)} runs at once)" if at_once > 1 else ""
         lines.append(f"| {label} | `{_bare_command(r.command)}` | {acc} | {_short_machine(r)}, "
