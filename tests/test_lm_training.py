@@ -173,3 +173,27 @@ def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path: Path) -> None:
         trainer.fit()
     assert load_checkpoint(tmp_path / "last.safetensors").meta["global_step"] == 5
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_time_budget_replans_when_the_machine_slows_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(Trainer, "BUDGET_PROBE_S", 0.05)
+
+    class SlowDown:  # from step 40 on, every step takes 10 ms longer (another job starts on the machine)
+        plans: list[int] = []
+
+        def on_step_end(self, trainer: Trainer) -> None:
+            if trainer.global_step >= 40:
+                time.sleep(0.01)
+
+        def on_epoch_end(self, trainer: Trainer, metrics: dict) -> None:
+            self.plans.append(trainer.planned_steps)
+
+    slow = SlowDown()
+    trainer = lm_trainer(tmp_path, "train.epochs=1000", "train.max_minutes=0.05", "sched.name=cosine",
+                         "train.val_every_steps=20", hooks=[slow])
+    trainer.fit()
+    assert len(slow.plans) >= 3 and slow.plans[-1] < slow.plans[0]  # planned again, fewer steps fit
+    assert abs(trainer.global_step - slow.plans[-1]) <= 1  # the schedule ends where training ended
+    assert trainer.train_time < 0.05 * 60 * 1.3

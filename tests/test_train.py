@@ -189,20 +189,23 @@ def test_git_commit_names_the_checkout(tmp_path: Path) -> None:
 
 
 def test_oversubscription_warning_only_when_busy_and_threaded(capsys: pytest.CaptureFixture) -> None:
+    import os
     from unittest import mock
 
-    from deepnn.runs.build import warn_if_oversubscribed
+    from deepnn.runs.build import busy_cores, warn_if_oversubscribed
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with mock.patch("os.cpu_count", return_value=2), mock.patch("os.getloadavg", return_value=(2.0, 0, 0)):
+        busy = "deepnn.runs.build.busy_cores"
+        with mock.patch("os.cpu_count", return_value=2), mock.patch(busy, return_value=2.0):
             assert warn_if_oversubscribed(torch.device("cpu"))
         assert "--threads 1" in capsys.readouterr().err
-        with mock.patch("os.cpu_count", return_value=2), mock.patch("os.getloadavg", return_value=(0.1, 0, 0)):
+        with mock.patch("os.cpu_count", return_value=2), mock.patch(busy, return_value=0.1):
             assert not warn_if_oversubscribed(torch.device("cpu"))
         torch.set_num_threads(1)
-        with mock.patch("os.cpu_count", return_value=2), mock.patch("os.getloadavg", return_value=(5.0, 0, 0)):
+        with mock.patch("os.cpu_count", return_value=2), mock.patch(busy, return_value=5.0):
             assert not warn_if_oversubscribed(torch.device("cpu"))
+        assert 0.0 <= busy_cores(0.05) <= (os.cpu_count() or 1) + 0.01
     finally:
         torch.set_num_threads(before)

@@ -229,17 +229,36 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def busy_cores(seconds: float = 0.25) -> float:
+    """How many CPU cores other processes keep busy right now: the share of non-idle time in
+    ``/proc/stat`` over ``seconds``, times the number of cores (Linux); elsewhere the 1-minute load
+    average (which lags: a run that just ended still counts)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # total, idle + iowait
+
+    try:
+        (t0, i0), _ = sample(), time.sleep(seconds)
+        t1, i1 = sample()
+        return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def warn_if_oversubscribed(device: torch.device) -> bool:
     """Warn (stderr) when other processes already keep the CPU cores busy and PyTorch will use several
     threads: its OpenMP threads then wait for each other, and training ran 50-80x slower than with
     ``--threads 1`` on a loaded 2-core machine. Returns whether it warned."""
     cores, threads = os.cpu_count() or 1, torch.get_num_threads()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if device.type != "cpu" or threads < 2 or load + threads <= cores + 0.5:
+    if device.type != "cpu" or threads < 2:
         return False
-    print(f"warning: the machine is busy (load average {load:.1f} on {cores} cores) and PyTorch will use {threads} "
-          "threads, which can make training many times slower; give each run --threads 1 (or fewer threads)",
-          file=sys.stderr)
+    busy = busy_cores()
+    if busy + threads <= cores + 0.5:
+        return False
+    print(f"warning: the machine is busy ({busy:.1f} of {cores} cores in use by other processes) and PyTorch will "
+          f"use {threads} threads, which can make training many times slower; give each run --threads 1 (or fewer "
+          "threads)", file=sys.stderr)
     return True
 
 

@@ -145,9 +145,10 @@ class Trainer:
     averaged model: validation, :meth:`evaluate` and ``best`` checkpoints use it, ``last`` keeps both.
 
     Time budget: with ``train.max_minutes`` training stops when that much training time (validation
-    and checkpoints not counted) has passed. After the first steps the trainer measures the time per
-    step and plans the number of steps that fit, so the learning-rate schedule (cosine, one-cycle)
-    runs its course within the budget (:attr:`planned_steps`). ``train.val_every_steps`` /
+    and checkpoints not counted) has passed. After the first seconds the trainer measures the time per
+    step and plans the number of steps that fit, and plans again at every validation record with the
+    latest speed, so the learning-rate schedule (cosine, one-cycle) runs its course within the budget
+    (:attr:`planned_steps`) even when the machine gets busier or quieter. ``train.val_every_steps`` /
     ``train.val_every_minutes`` validate and save ``last`` (and ``best``) inside an epoch too.
     """
 
@@ -281,16 +282,19 @@ class Trainer:
         self._interrupted, self.stop = bool(flags[0] > 0), bool(flags[1] > 0)
         return float(flags[2])
 
-    def _plan_budget(self, session_steps: int, session_time: float) -> None:
-        """Fix :attr:`planned_steps` from the measured time per step so the schedule ends with the budget."""
+    def _plan_budget(self, steps: int, seconds: float, elapsed: float) -> None:
+        """Set :attr:`planned_steps` so that the schedule ends with the time budget: the steps done plus
+        those that fit in the rest of the budget (``elapsed`` seconds of it are spent) at ``seconds / steps``
+        per step, the latest measurement; at most ``train.epochs`` epochs. Called once the first seconds are
+        measured, then at every record (validation), so a machine that gets busier or quieter moves the
+        plan; at a steady speed the plan stays put and the learning rate follows one cosine."""
         budget = self.cfg.train.max_minutes * 60
-        if session_steps >= 5 and session_time >= min(self.BUDGET_PROBE_S, 0.05 * budget):
-            per_step = session_time / session_steps
-            fits = self.global_step + int(0.98 * max(budget - self.train_time - session_time, 0) / per_step)
-            self.planned_steps = max(self.global_step + 1, min(self.planned_steps, fits))
-            if self.dist is not None:  # the clocks agree already; rank 0's plan is the plan
-                self.planned_steps = distributed.broadcast_int(self.planned_steps, self.dist)
-            self.budget_planned = True
+        fits = self.global_step + int(0.98 * max(budget - elapsed, 0) / (seconds / max(steps, 1)))
+        cap = self.cfg.train.epochs * len(self.train_loader)
+        self.planned_steps = max(self.global_step + 1, min(cap, fits))
+        if self.dist is not None:  # the clocks agree already; rank 0's plan is the plan
+            self.planned_steps = distributed.broadcast_int(self.planned_steps, self.dist)
+        self.budget_planned = True
 
     # ---- the loop ------------------------------------------------------------------------
     def train_one_epoch(self) -> None:
@@ -325,6 +329,7 @@ class Trainer:
             self.step_in_epoch += 1
             session_steps += 1
             seg.units += self.task.units(batch)
+            seg.steps += 1
             for fn in step_hooks:
                 fn(self)
             if self.step_in_epoch % 25 == 0 or self.step_in_epoch == n:  # one host sync per 25 steps
@@ -341,8 +346,9 @@ class Trainer:
                         or self.global_step >= self.planned_steps or (every and self.global_step % every == 0)):
                     continue
                 now = self._agree(now)
-            if not self.budget_planned:
-                self._plan_budget(session_steps, now - session_start)
+            if (not self.budget_planned and session_steps >= 5
+                    and now - session_start >= min(self.BUDGET_PROBE_S, 0.05 * budget)):
+                self._plan_budget(session_steps, now - session_start, now)
             if self._interrupted or self.stop:
                 break
             if self.global_step >= self.planned_steps or now >= budget:
@@ -376,6 +382,8 @@ class Trainer:
         if train is None:
             train = self.task.summarize({k: torch.tensor(v) for k, v in self.epoch_stats.items()})
         self._check_finite(train["loss"])
+        if self.cfg.train.max_minutes is not None and segment["steps"]:
+            self._plan_budget(segment["steps"], segment["time"], self.train_time)
         n = len(self.train_loader)
         metrics: dict[str, Any] = {"epoch": round(self.epoch + self.step_in_epoch / n, 4), "step": self.global_step,
                                    "lr": self.optimizer.param_groups[0]["lr"]}
@@ -527,7 +535,7 @@ class _Segment:
     """Training time and units between two records; adds its time to ``trainer.train_time`` on close."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer, self.units, self.t0 = trainer, 0, time.perf_counter()
+        self.trainer, self.units, self.steps, self.t0 = trainer, 0, 0, time.perf_counter()
 
     def train_time(self) -> float:
         """The run's training time so far, this segment included (not synchronised: a step may be queued)."""
@@ -546,7 +554,7 @@ class _Segment:
             units *= self.trainer.world_size
         self.trainer.train_time += elapsed
         self.trainer.units_seen += units
-        return {"time": elapsed, "rate": units / max(elapsed, 1e-9)}
+        return {"time": elapsed, "rate": units / max(elapsed, 1e-9), "steps": self.steps}
 
 
 class _graceful_interrupt:  # noqa: N801 - used as a context manager
