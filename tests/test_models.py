@@ -45,7 +45,7 @@ def test_unknown_name_suggests_close_matches() -> None:
 
 
 def test_unknown_argument_names_model_and_accepted() -> None:
-    with pytest.raises(deepnn.UserError, match="does not take depth"):
+    with pytest.raises(deepnn.UserError, match="does not take 'depth'"):
         deepnn.create_model("lenet", depth=3)
 
 

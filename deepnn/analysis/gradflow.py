@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -350,6 +351,13 @@ def plot_gradient_flow(flows: Mapping[str, torch.Tensor], out: str | Path,
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def save_figure(fig: Any, out: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG and close it; an unwritable path is a one-line UserError."""
+    import matplotlib.pyplot as plt
+
     out = Path(out)
     try:
         fig.savefig(out, dpi=100)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..analysis.gradflow import save_figure
 from ..errors import UserError
 from ..runs import load_run
 from .predict import prepare
@@ -93,17 +94,6 @@ def _rows(n: int) -> int:
     return max(1, math.ceil(n / COLUMNS))
 
 
-def _save(fig: Any, out: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.savefig(out, dpi=100)
-    except OSError as e:
-        raise UserError(f"cannot write {str(out)!r} ({e.strerror or e}); choose a writable path with -o") from None
-    finally:
-        plt.close(fig)
-
-
 def _pyplot() -> Any:
     import matplotlib
 
@@ -143,7 +133,7 @@ def plot_maps(image: Tensor, caption: str, maps: dict[str, tuple[str, Tensor]], 
                          if panels[i].shape[0] == 1 else "equal")
                 a.set_title(f"#{i}", fontsize=7, pad=2)
         sf.suptitle(label, fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_filters(weight: Tensor, max_maps: int, out: Path, title: str) -> None:
@@ -168,7 +158,7 @@ def plot_filters(weight: Tensor, max_maps: int, out: Path, title: str) -> None:
         a.set_title(f"#{i}", fontsize=7, pad=2)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -326,7 +326,25 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-class SequentialTextLoader:
+class _Sharded:
+    """Data parallelism for the text loaders: each of ``world_size`` processes takes its part of the rows
+    (streams or windows) of every global batch."""
+
+    rank, world_size, batch_size = 0, 1, 1
+
+    def shard(self, rank: int, world_size: int):  # noqa: ANN201 - the same class
+        """This loader for process ``rank`` of ``world_size``: part ``rank`` of the rows of every batch."""
+        check_shardable(self.batch_size, world_size)
+        out = copy.copy(self)
+        out.rank, out.world_size = rank, world_size
+        return out
+
+    def _rows(self) -> slice:
+        part = self.batch_size // self.world_size
+        return slice(self.rank * part, (self.rank + 1) * part)
+
+
+class SequentialTextLoader(_Sharded):
     """Truncated backpropagation through time (char-rnn, Karpathy 2015): batches that carry state.
 
     The token stream (N,) is cut into ``batch_size`` contiguous rows of ``R`` tokens each (row ``b``
@@ -376,19 +394,6 @@ class SequentialTextLoader:
             )
         self.row_len = row
 
-    rank, world_size = 0, 1
-
-    def shard(self, rank: int, world_size: int):  # noqa: ANN201 - the same class
-        """This loader for process ``rank`` of ``world_size``: part ``rank`` of the rows of every batch."""
-        check_shardable(self.batch_size, world_size)
-        out = copy.copy(self)
-        out.rank, out.world_size = rank, world_size
-        return out
-
-    def _rows(self) -> slice:
-        part = self.batch_size // self.world_size
-        return slice(self.rank * part, (self.rank + 1) * part)
-
     @property
     def scored_tokens(self) -> int:
         """Targets per epoch: ``batch_size * row_len`` (every batch position has one)."""
@@ -433,7 +438,7 @@ def eval_windows(tokens: torch.Tensor, seq_len: int, batch_size: int) -> Sequent
                                 drop_last=False)
 
 
-class RandomWindowLoader:
+class RandomWindowLoader(_Sharded):
     """Independent random windows: each batch holds ``batch_size`` windows of ``seq_len`` tokens.
 
     Window ``j`` starts at a random offset ``o`` (seeded by ``(seed, epoch)``): ``x[j] = tokens[o:o+T]``,
@@ -458,19 +463,6 @@ class RandomWindowLoader:
 
     def __len__(self) -> int:
         return self.steps_per_epoch
-
-    rank, world_size = 0, 1
-
-    def shard(self, rank: int, world_size: int):  # noqa: ANN201 - the same class
-        """This loader for process ``rank`` of ``world_size``: part ``rank`` of the rows of every batch."""
-        check_shardable(self.batch_size, world_size)
-        out = copy.copy(self)
-        out.rank, out.world_size = rank, world_size
-        return out
-
-    def _rows(self) -> slice:
-        part = self.batch_size // self.world_size
-        return slice(self.rank * part, (self.rank + 1) * part)
 
     def offsets(self, epoch: int) -> torch.Tensor:
         """Window starts of ``epoch``: ``(steps_per_epoch, batch_size)`` int64 on the tokens' device."""
