@@ -28,6 +28,7 @@ see ``trainer.dist`` (``None`` in a single process) and ``trainer.is_main``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import signal
@@ -228,9 +229,12 @@ class Trainer:
         return self.dist.world_size if self.dist is not None else 1
 
     # ---- helpers -------------------------------------------------------------------------
-    def autocast(self) -> torch.autocast:
-        """bf16 autocast when ``train.precision=bf16`` (CPU with AVX-512/AMX, CUDA), else a no-op."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16")
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when ``train.precision=bf16`` (CPU with AVX-512/AMX, CUDA), else a no-op (a
+        ``nullcontext``: entering a disabled autocast costs about 10 µs a step)."""
+        if self.cfg.train.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def to_device(self, batch: tuple[Any, ...], train: bool = False) -> tuple[Any, ...]:
         """Move the batch's tensors to the device; training batches go through the hooks' transforms."""
@@ -323,8 +327,11 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.last_loss = loss.detach()
-            for k, v in stats.items():
-                sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+            for k, v in stats.items():  # in place: no new tensor per statistic and step
+                if k in sums:
+                    sums[k].add_(v.detach())
+                else:
+                    sums[k] = v.detach().clone()
             self.global_step += 1
             self.step_in_epoch += 1
             session_steps += 1
