@@ -270,15 +270,13 @@ def train_run(cfg: Config, run_dir: str | Path, *, resume: bool = False, command
     evaluated once, at the end, with the weights the run evaluates (the weight average with
     ``train.ema_decay``, else the final weights), and the report goes to ``results.json``.
     """
-    cfg.validate()  # every value checked before anything is created on disk
-    task_kind(cfg.model.name)
     folder = RunFolder(run_dir)
     main = distributed.env_rank() == 0  # under torchrun only rank 0 owns and writes the folder
     if main:
         folder.check(resume)
     commit = git_commit()  # the code this run starts with, before anyone edits the checkout during a long run
     try:
-        # data and model errors surface here, before the folder exists
+        # the config is validated, and data and model errors surface, here: before the folder exists
         training = build_training(cfg, folder if main else None)
         trainer = training.trainer
         if main:
@@ -356,9 +354,9 @@ def load_run(path: str | Path, which: str = "last") -> LoadedRun:
     args = ckpt.meta["data"]["model_args"]
     try:
         model = create_model(cfg.model.name, conv_impl=cfg.model.conv_impl, **args)
+    except UserError:
+        raise
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-        if isinstance(e, UserError):
-            raise
         raise UserError(f"checkpoint {ckpt.path}: its data.model_args {json.dumps(args)[:120]} do not build "
                         f"{cfg.model.name} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
                         "the metadata was edited: use the run's other checkpoint or train again") from None
