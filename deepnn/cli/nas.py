@@ -1,7 +1,12 @@
-"""``deepnn nas --steps 10``: architecture search with a REINFORCE controller (C20, Zoph & Le 2016).
+"""``deepnn nas``: architecture search (C20, Zoph & Le 2017).
 
-Each step samples a small CNN from the controller, trains it briefly on a Fashion-MNIST subset,
-and uses its validation accuracy as the reward; one line per step, then the best architecture.
+* ``deepnn nas search --trials 100 --workers 2 --out DIR [--strategy random] [--resume] [--seed S]
+  [--config FILE] [--set KEY=VALUE ...]``: a crash-safe, resumable search over the ``nas_child`` space
+  (:mod:`deepnn.nas.runner`); one line per finished trial, then the best architectures.
+* ``deepnn nas report DIR... -o nas.png``: best-so-far curves, top architectures, controller entropy
+  (:mod:`deepnn.nas.report`).
+* ``deepnn nas --steps 10`` (no subcommand): the lecture's first, small loop (a filter size and a number
+  of filters per layer, one child per step, a JSON record at the end), kept as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from ..data import load_image_data
 from ..errors import UserError
 from ..nas import SearchSpace, Step, child_reward, search
-from ..train.config import Config
+from ..train.config import Config, apply_overrides, load_yaml, merge_into
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "--epochs on the first --train-subset Fashion-MNIST training images, its validation "
                     "accuracy is the reward R, and the controller takes a REINFORCE step on "
                     "-(R - baseline) * log p(arch). Rewards of architectures seen before are reused.",
-        epilog="example:\n  deepnn nas --steps 10 --train-subset 2000 --epochs 1 --seed 0 --out nas.json",
+        epilog="examples:\n"
+               "  deepnn nas search --trials 100 --workers 2 --out nas/rl-s0\n"
+               "  deepnn nas search --strategy random --trials 100 --workers 2 --out nas/random-s0\n"
+               "  deepnn nas search --out nas/rl-s0 --resume          # after a crash, Ctrl-C or kill -9\n"
+               "  deepnn nas report nas/rl-s* nas/random-s* -o nas.png\n"
+               "  deepnn nas --steps 10 --train-subset 2000 --epochs 1 --seed 0 --out nas.json   # the small loop",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="architectures sampled and controller updates (default 10)")
     p.add_argument("--layers", type=int, default=2, help="conv layers of each child (default 2)")
@@ -43,6 +53,145 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST files (default: DEEPNN_DATA)")
     p.add_argument("--out", metavar="FILE", help="write the settings and the history as JSON")
     p.set_defaults(func=run)
+    sub_nas = p.add_subparsers(dest="nas_command", metavar="{search,report}")
+    add_search_parser(sub_nas)
+    add_report_parser(sub_nas)
+
+
+def add_search_parser(sub: argparse._SubParsersAction) -> None:
+    from ..nas.runner import SearchSettings
+
+    d = SearchSettings()
+    p = sub.add_parser(
+        "search", help="a crash-safe, resumable search over nas_child architectures (REINFORCE or random)",
+        description="Zoph & Le 2017 on a CPU budget. Each trial is an architecture string of the nas_child model "
+                    "(per conv layer a filter height and width from 1, 3, 5, 7, 16/32/64 filters, stride 1 or 2, "
+                    "skip connections to earlier layers), trained like `deepnn train nas_child` (default proxy: "
+                    "1 epoch on 5,000 training images, 1 thread; --config/--set change it as for deepnn train); its "
+                    "validation accuracy is the reward. Every finished trial is appended to OUT/trials.jsonl; the "
+                    "controller is saved after each update; --resume continues a killed search without losing or "
+                    "repeating a trial.",
+        epilog="examples:\n  deepnn nas search --trials 100 --workers 2 --out nas/rl-s0 --seed 0\n"
+               "  deepnn nas search --strategy random --trials 100 --workers 2 --out nas/random-s0 --seed 0\n"
+               "  deepnn nas search --out nas/rl-s0 --resume\n"
+               "  deepnn nas search --trials 20 --out nas/t --set data.train_subset=1000 --set train.max_minutes=0.2",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="the search folder (new or empty, or with --resume)")
+    p.add_argument("--trials", type=int, help=f"children to evaluate (default {d.trials})")
+    p.add_argument("--workers", type=int, help="children trained at once, one process and one thread each (default 1)")
+    p.add_argument("--strategy", choices=["rl", "random"], help="REINFORCE controller or random search (default rl)")
+    p.add_argument("--seed", type=int, help="seeds the controller, the data split and every child (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out (its settings are kept)")
+    p.add_argument("--archs-per-update", type=int, help=f"architectures per controller update "
+                                                        f"(default {d.archs_per_update})")
+    p.add_argument("--controller-lr", type=float,
+                   help=f"the controller's Adam learning rate (default {d.controller_lr})")
+    p.add_argument("--entropy-weight", type=float, help=f"entropy bonus of the controller (default {d.entropy_weight})")
+    p.add_argument("--max-params", type=int, help=f"larger children get reward 0 untrained (default {d.max_params})")
+    p.add_argument("--layers", type=int, help="conv layers of each child (default 4)")
+    p.add_argument("--filters", help="comma-separated numbers of filters to choose from (default 16,32,64)")
+    p.add_argument("--config", help="YAML config for the children's training (keys: data, optim, sched, train)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the children's training config, e.g. --set train.epochs=2 (repeatable); "
+                        "a budget in seconds: --set train.max_minutes=0.25")
+    p.add_argument("--quiet", action="store_true", help="no line per trial")
+    p.set_defaults(func=run_search_cmd)
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="compare searches: best-so-far curves, top architectures, controller entropy",
+        description="Read search folders (trials.jsonl), group them by strategy and draw best-so-far validation "
+                    "accuracy against trials and against wall time (mean ± std over the searches of a strategy), "
+                    "and the controller's entropy; print a markdown table of the searches and the top "
+                    "architectures with parameters and FLOPs.",
+        epilog="example:\n  deepnn nas report nas/rl-s* nas/random-s* -o nas.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="search folders")
+    p.add_argument("-o", "--output", default="nas.png", help="PNG to write (default nas.png)")
+    p.add_argument("--top", type=int, default=10, help="architectures in the table (default 10)")
+    p.set_defaults(func=run_report_cmd)
+
+
+def child_config(config: str | None, overrides: list[str]) -> Config:
+    """The children's training config: the proxy defaults, then --config, then --set (as ``deepnn train``)."""
+    from ..nas.runner import proxy_config
+
+    cfg = proxy_config()
+    if config is not None:
+        d = load_yaml(config)
+        named = d.get("model", {}).get("name", "nas_child") if isinstance(d.get("model"), dict) else "nas_child"
+        if named != "nas_child":
+            raise UserError(f"{config} is a config for model {named!r}; a search trains nas_child children")
+        merge_into(cfg, d, str(config))
+    apply_overrides(cfg, overrides)
+    if cfg.model.name != "nas_child":
+        raise UserError(f"a search trains nas_child children; drop model.name={cfg.model.name}")
+    if "arch" in cfg.model.args:
+        raise UserError("the search chooses model.args.arch for each child; drop it from --config/--set")
+    cfg.validate()
+    return cfg
+
+
+def run_search_cmd(args: argparse.Namespace) -> int:
+    import dataclasses as dc
+
+    from ..nas.runner import SearchSettings, run_search
+
+    settings = SearchSettings()
+    for flag in ("trials", "workers", "strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
+                 "max_params"):
+        if getattr(args, flag) is not None:
+            setattr(settings, flag, getattr(args, flag))
+    if args.layers is not None:
+        settings.space["num_layers"] = args.layers
+    if args.filters is not None:
+        try:
+            settings.space["filters"] = tuple(int(f) for f in args.filters.split(","))
+        except ValueError:
+            raise UserError(f"--filters takes comma-separated integers such as 16,32,64, "
+                            f"got {args.filters!r}") from None
+    if args.resume:
+        changed = [f for f in ("strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
+                               "max_params", "layers", "filters", "config") if getattr(args, f) is not None]
+        if changed or args.overrides:
+            raise UserError("a resumed search keeps its own settings; drop " + ", ".join(
+                [f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))
+        child = None
+        if args.trials is None or args.workers is None:
+            saved = json.loads((Path(args.out) / "settings.json").read_text()) \
+                if (Path(args.out) / "settings.json").is_file() else {"search": dc.asdict(settings)}
+            settings.trials = args.trials or saved["search"]["trials"]
+            settings.workers = args.workers or saved["search"]["workers"]
+    else:
+        settings.check()
+        child = child_config(args.config, args.overrides)
+    width = len(str(settings.trials))
+
+    def progress(r: dict, best: float) -> None:
+        if args.quiet:
+            return
+        how = "cached" if r["cached"] else (f"failed: {r['failure']}" if r["failure"] else f"{r['time_s']:.1f} s")
+        print(f"trial {r['trial'] + 1:>{width}}/{settings.trials}  {r['arch']:<40}  reward {r['reward']:.4f}  "
+              f"best {best:.4f}  ({how}, {r['worker']})", flush=True)
+
+    records = run_search(args.out, settings, child, resume=args.resume, on_trial=progress)
+    top = sorted(records, key=lambda r: (-r["reward"], r["trial"]))[:5]
+    print(f"{len(records)} trials in {args.out}/trials.jsonl; best architectures (validation accuracy):")
+    for r in top:
+        print(f"  {r['reward']:.4f}  {r['arch']}  ({r['params']:,} parameters)" if r["params"] is not None
+              else f"  {r['reward']:.4f}  {r['arch']}")
+    if top:
+        print(f"train the best: deepnn train nas_child --set model.args.arch=\"{top[0]['arch']}\"")
+    return 0
+
+
+def run_report_cmd(args: argparse.Namespace) -> int:
+    from ..nas.report import report
+
+    print(report(args.dirs, args.output, top=args.top))
+    print(f"wrote {args.output}")
+    return 0
 
 
 def check_out(name: str) -> None:

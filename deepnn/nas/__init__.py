@@ -14,14 +14,20 @@ C20   search space; architecture string → child CNN       :class:`SearchSpace`
 C20   LSTM controller, one softmax per decision           :class:`Controller`
 C20   REINFORCE with a moving-average baseline            :func:`reinforce_step`, :func:`search`
 C20   reward: a child's validation accuracy               :func:`child_reward`
+C20   Zoph & Le's CNN space: filter height/width, filters,  :class:`ChildSpace`, ``nas_child`` model
+      stride, skip connections through anchor points      (:mod:`deepnn.models.nas_child`)
+C20   crash-safe, resumable, parallel search; random       :func:`run_search` (:mod:`.runner`),
+      search; report                                      :mod:`.report`
 ====  ==================================================  ============================================
 """
 
 from __future__ import annotations
 
-from .controller import Controller, SearchSpace, build_child
+from .controller import ChildSpace, Controller, SearchSpace, build_child
+from .runner import SearchSettings, child_seed, proxy_config, read_trials, run_search
 from .search import SearchResult, Step, child_reward, reinforce_step, search
 
 __all__ = [
-    "Controller", "SearchResult", "SearchSpace", "Step", "build_child", "child_reward", "reinforce_step", "search",
+    "ChildSpace", "Controller", "SearchResult", "SearchSettings", "SearchSpace", "Step", "build_child", "child_reward",
+    "child_seed", "proxy_config", "read_trials", "reinforce_step", "run_search", "search",
 ]
