@@ -4,13 +4,15 @@ new token fed back) against the same model re-fed its whole context (the statele
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from deepnn.decoding import filter_logits, generate, sample_next
+from deepnn.decoding import beam_search, filter_logits, generate, greedy_decode, sample_next, sequence_log_prob
 from deepnn.errors import UserError
 from deepnn.models import CharLM, CharRNN
 
@@ -147,3 +149,193 @@ def test_generate_errors() -> None:
         generate(model, torch.tensor([[1]]), 2, max_context=0)
     with pytest.raises(UserError, match="top_p"):
         generate(model, torch.tensor([[1]]), 2, top_p=2.0)
+
+
+# ---- seq2seq decoders: greedy_decode, beam_search (T4) ----------------------------------------------------
+
+START, END, PAD = 1, 2, 0
+
+
+class _GRUDecoder(nn.Module):
+    """A random tiny seq2seq decoder reading a tuple memory ``(memory (B, S, d), padding (B, S))``: the
+    masked mean of the memory starts a GRU over the embedded prefix; the end token grows likelier with the
+    position, so outputs end at various lengths; it never outputs the start or padding token."""
+
+    def __init__(self, vocab: int = 7, d: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.gru = nn.GRU(d, d, batch_first=True)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, memory, ys: torch.Tensor) -> torch.Tensor:
+        mem, padding = memory if isinstance(memory, tuple) else (memory, None)
+        assert mem.shape[0] == ys.shape[0] and (padding is None or padding.shape[0] == ys.shape[0])
+        keep = torch.ones(mem.shape[:2]) if padding is None else (~padding).to(mem.dtype)  # (B, S)
+        h0 = (mem * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (B, d)
+        logits = self.head(self.gru(self.embed(ys), h0[None].contiguous())[0]) * 3  # (B, t, V), peaked
+        ending = torch.zeros(logits.shape[-1], dtype=logits.dtype)
+        ending[END] = 0.4
+        never = torch.zeros(logits.shape[-1], dtype=logits.dtype)
+        never[[PAD, START]] = -math.inf
+        return logits + torch.arange(ys.shape[1], dtype=logits.dtype)[:, None] * ending + never
+
+
+def _gru(seed: int) -> _GRUDecoder:
+    torch.manual_seed(seed)
+    return _GRUDecoder().double().eval()
+
+
+def _table_step(table: dict[tuple[int, ...], dict[int, float]], vocab: int = 10):
+    """A decoder given by hand: ``table[prefix]`` maps next tokens to probabilities (others 0); a prefix not in
+    the table ends for sure. Logits are the log-probabilities, so log_softmax gives them back."""
+
+    def step(memory, ys: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((*ys.shape, vocab), -math.inf, dtype=torch.float64)
+        for b, row in enumerate(ys.tolist()):
+            for i in range(len(row)):
+                for token, p in table.get(tuple(row[: i + 1]), {END: 1.0}).items():
+                    logits[b, i, token] = math.log(p)
+        return logits
+
+    return step
+
+
+def _length(row: list[int]) -> int:
+    """Tokens up to the end token included, and checks that only padding follows it."""
+    if END not in row:
+        return len(row)
+    n = row.index(END) + 1
+    assert all(token == PAD for token in row[n:]), row
+    return n
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4, 6])
+def test_beam_size_one_is_greedy_decoding(seed) -> None:
+    model = _gru(seed)
+    memory = torch.randn(4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    for max_len in (1, 3, 12):
+        greedy = greedy_decode(model, memory, START, END, max_len, pad_token=PAD)
+        for alpha in (0.0, 0.6, 2.0):
+            beam = beam_search(model, memory, START, END, max_len, beam_size=1, length_penalty=alpha, pad_token=PAD)
+            assert torch.equal(beam, greedy), (max_len, alpha)
+
+
+def test_beam_search_finds_what_greedy_misses() -> None:
+    # greedy takes 3 (0.6) and then can only reach 0.6 · 0.4 = 0.24; beam 2 keeps 4 (0.4) and reaches 0.4 · 0.9 = 0.36
+    table = {(START,): {3: 0.6, 4: 0.4},
+             (START, 3): {5: 0.4, 6: 0.3, 7: 0.3},
+             (START, 4): {8: 0.9, 9: 0.1}}
+    step = _table_step(table)
+    memory = torch.zeros(1, 1)
+    greedy = greedy_decode(step, memory, START, END, max_len=5, pad_token=PAD)
+    beam = beam_search(step, memory, START, END, max_len=5, beam_size=2, pad_token=PAD)
+    assert greedy.tolist() == [[3, 5, END]] and beam.tolist() == [[4, 8, END]]
+    greedy_lp = sequence_log_prob(step, memory, greedy, START, end_token=END)
+    beam_lp = sequence_log_prob(step, memory, beam, START, end_token=END)
+    assert beam_lp.item() == pytest.approx(math.log(0.36), abs=1e-6) and beam_lp > greedy_lp
+    assert greedy_lp.item() == pytest.approx(math.log(0.24), abs=1e-6)
+    assert sequence_log_prob(step, memory, torch.tensor([[4, 8, END, PAD]]), START, end_token=END) == beam_lp
+    assert beam_search(step, memory, START, END, 5, beam_size=1, pad_token=PAD).tolist() == greedy.tolist()
+
+
+def test_length_penalty_trades_log_probability_for_length() -> None:
+    # short: [END] with p = 0.4; long: [3, 4, END] with p = 0.6 · 0.5 = 0.3: less likely, but longer
+    step = _table_step({(START,): {END: 0.4, 3: 0.6}, (START, 3): {4: 0.5, 5: 0.3, END: 0.2}})
+    memory = torch.zeros(1, 1)
+
+    def lp(length: int, alpha: float) -> float:  # GNMT, Wu et al. 2016
+        return ((5 + length) / 6) ** alpha
+
+    short, long = math.log(0.4), math.log(0.3)
+    for alpha in (0.0, 0.6, 2.0):
+        winner = [END] if short / lp(1, alpha) > long / lp(3, alpha) else [3, 4, END]
+        out = beam_search(step, memory, START, END, max_len=6, beam_size=2, length_penalty=alpha, pad_token=PAD)
+        assert out.tolist()[0][: len(winner)] == winner and set(out.tolist()[0][len(winner):]) <= {PAD}, alpha
+    assert short / lp(1, 0.0) > long / lp(3, 0.0)  # plain log-probability: the short one
+    assert short / lp(1, 0.6) > long / lp(3, 0.6)  # -0.916 > -1.013: GNMT's 0.6 still prefers it
+    assert short / lp(1, 2.0) < long / lp(3, 2.0)  # -0.916 < -0.677: a large penalty prefers the long one
+    # cut at max_len = 2, the live [3, 4] (no end token, |Y| = 2) competes as is: -1.204 / (7/6)^2 = -0.885 > -0.916
+    assert long / lp(2, 2.0) > short
+    assert beam_search(step, memory, START, END, 2, beam_size=2, length_penalty=2.0).tolist() == [[3, 4]]
+    assert beam_search(step, memory, START, END, 2, beam_size=2, length_penalty=0.0).tolist() == [[END]]
+
+
+def test_beam_search_stops_when_nothing_live_can_win() -> None:
+    """The stopping rule: a sentence is over with beam_size finished hypotheses, or as soon as no live one can
+    beat its best finished one (s ≤ 0 only falls, so a live hypothesis scores at best s / lp at one end of its
+    remaining lengths); the result is the one a search run to max_len gives."""
+    table = {(START,): {END: 0.4, 3: 0.6}, (START, 3): {4: 0.5, 5: 0.3, END: 0.2}}
+    calls: list[int] = []
+
+    def step(memory, ys):
+        calls.append(ys.shape[1])
+        return _table_step(table)(memory, ys)
+
+    memory = torch.zeros(1, 1)
+    # α = 0: after step 2 the live [3, 4] (log 0.3) and [3, 5] (log 0.18) are below the finished [END] (log 0.4)
+    assert beam_search(step, memory, START, END, 6, beam_size=2, length_penalty=0.0).tolist() == [[END]]
+    assert calls == [1, 2]  # one finished hypothesis only, yet over
+    calls.clear()  # α = 2: [3, 4] could still win; at step 3 two more finish, 3 ≥ beam_size
+    assert beam_search(step, memory, START, END, 6, beam_size=2, length_penalty=2.0).tolist() == [[3, 4, END]]
+    assert calls == [1, 2, 3]
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam"])
+def test_batch_with_tuple_memory_equals_each_sentence_alone(decoder) -> None:
+    """Sentences of different source lengths, padded and masked in one batch, decode as they do alone; every
+    output ends with its end token (or max_len) and padding after it."""
+    model = _gru(5)
+    gen = torch.Generator().manual_seed(5)
+    sources = [torch.randn(n, 6, dtype=torch.float64, generator=gen) for n in (2, 5, 3, 4, 1)]
+    memory = nn.utils.rnn.pad_sequence(sources, batch_first=True)  # (B, S, d)
+    padding = torch.arange(memory.shape[1])[None] >= torch.tensor([len(s) for s in sources])[:, None]  # (B, S)
+
+    def decode(memory, max_len: int) -> torch.Tensor:
+        if decoder == "greedy":
+            return greedy_decode(model, memory, START, END, max_len, pad_token=PAD)
+        return beam_search(model, memory, START, END, max_len, beam_size=3, pad_token=PAD)
+
+    batch = decode((memory, padding), 10)
+    assert batch.shape[0] == len(sources) and batch.shape[1] <= 10
+    lengths = [_length(row) for row in batch.tolist()]
+    assert batch.shape[1] == max(lengths) and any(END in row for row in batch.tolist())
+    for b, source in enumerate(sources):
+        alone = decode((source[None], torch.zeros(1, len(source), dtype=torch.bool)), 10)
+        assert alone.shape[1] == lengths[b]
+        assert batch[b, : lengths[b]].tolist() == alone[0].tolist()
+        assert torch.equal(decode(source[None], 10), alone)  # a plain tensor memory: the same
+
+
+def test_beam_search_scores_its_choice_by_sequence_log_prob() -> None:
+    """The chosen hypothesis beats every other finished candidate it could have returned: compare with all
+    sequences of the tiny vocabulary up to length 3 (exhaustive search) with length_penalty 0 and a wide beam."""
+    model = _gru(7)
+    memory = torch.randn(1, 3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    V = 7
+    out = beam_search(model, memory, START, END, max_len=3, beam_size=V ** 2, length_penalty=0.0, pad_token=PAD)
+    best = sequence_log_prob(model, memory, out, START, end_token=END)
+    every = [[a] for a in range(V)] + [[a, b] for a in range(V) for b in range(V)]
+    every += [[a, b, c] for a in range(V) for b in range(V) for c in range(V)]
+    every = [y for y in every if END not in y[:-1] and (y[-1] == END or len(y) == 3)]  # ended, or cut at max_len
+    scores = [sequence_log_prob(model, memory, torch.tensor([y]), START).item() for y in every]
+    assert best.item() == pytest.approx(max(scores), abs=1e-5)
+
+
+def test_decoder_errors() -> None:
+    step = _table_step({})
+    memory = torch.zeros(2, 1)
+    for kwargs, match in [({"beam_size": 0}, "beam_size"), ({"beam_size": 2.0}, "beam_size"),
+                          ({"length_penalty": float("inf")}, "length_penalty")]:
+        with pytest.raises(UserError, match=match):
+            beam_search(step, memory, START, END, 3, **kwargs)
+    for decode in (greedy_decode, beam_search):
+        with pytest.raises(UserError, match="max_len"):
+            decode(step, memory, START, END, 0)
+        with pytest.raises(UserError, match=r"\(B, t, V\)"):
+            decode(lambda m, ys: torch.zeros(ys.shape[0], 3), memory, START, END, 3)
+        with pytest.raises(UserError, match="memory"):
+            decode(step, ("not a tensor",), START, END, 3)
+    with pytest.raises(UserError, match="end_token"):
+        beam_search(step, memory, START, 10, 3)
+    with pytest.raises(UserError, match=r"\(B, T\)"):
+        sequence_log_prob(step, memory, torch.tensor([3, 4]), START)

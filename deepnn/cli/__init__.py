@@ -20,6 +20,8 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "sample": "sample",
+    "translate": "translate",
+    "attention": "attention",
     "predict": "predict",
     "features": "features",
     "kernels": "kernels",

@@ -9,11 +9,12 @@ weights instead. The line says which weights were used.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..data import TensorLoader, load_image_data
 from ..data.text import CharVocab, eval_windows, load_text_data, read_text
 from ..errors import UserError
-from ..runs import load_run
+from ..runs import LoadedRun, load_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="last (default): the weights results.json reports; best: the best validated weights")
     p.add_argument("--data-dir", help="folder with the dataset files (image runs)")
     p.add_argument("--text", help="language models: score this UTF-8 file (all of it) instead of a split")
+    p.add_argument("--pairs", help="translation: score this `source<TAB>target` file instead of a split")
+    p.add_argument("--beam", type=int, help="translation: beam width scored beside greedy decoding "
+                                            "(default: the run's train.beam_size)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     cfg, meta = loaded.cfg, loaded.meta
     task = loaded.kind.make_task(cfg, meta["data"])
     head = f"{cfg.model.name} ({loaded.weights} weights of {loaded.path.name}, step {meta['global_step']})"
+    if loaded.kind.task != "seq2seq" and (args.pairs or args.beam is not None):
+        raise UserError(f"--pairs and --beam are for translation runs; {cfg.model.name} is a {loaded.kind.task} model")
+    if loaded.kind.task == "seq2seq":
+        return evaluate_translation(args, loaded, task, head)
     if loaded.kind.task == "language_model":
         vocab = CharVocab.from_list(meta["data"]["vocab"])
         if args.text:
@@ -70,4 +78,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"{head} on {cfg.data.name} {args.split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  "
           f"({len(y)} examples{', flip TTA' if cfg.train.tta_flip else ''})")
     print(format_confusion(m["confusion"], classes))
+    return 0
+
+
+def evaluate_translation(args: argparse.Namespace, loaded: LoadedRun, task: object, head: str) -> int:
+    """Corpus BLEU and chrF (sacrebleu) of greedy decoding and beam search, and the teacher-forced loss."""
+    from ..data.pairs import read_pairs
+
+    cfg = loaded.cfg
+    if args.text or args.data_dir:
+        raise UserError("--text and --data-dir are for language models and image runs; a translation run reads "
+                        "--pairs FILE (or its own test/val split)")
+    beam = cfg.train.beam_size if args.beam is None else args.beam
+    if beam < 1:
+        raise UserError(f"--beam must be at least 1 (1 = greedy only), got {beam}")
+    if args.pairs:
+        f = read_pairs(args.pairs)
+        if f.warning():
+            print(f"warning: {f.warning()}", file=sys.stderr)
+        pairs, what = f.pairs, args.pairs
+    else:
+        pairs, what = loaded.kind.splits(cfg)[0][args.split], f"{cfg.data.path} {args.split}"
+    beams = (1,) if beam == 1 else (1, beam)
+    loader = loaded.kind.evaluation(task.tokenizer, pairs, loaded.model.max_len, cfg.data.max_tokens, None, beams)
+    m = task.evaluate(loaded.model, loader.batches())
+    print(f"{head} on {what} ({len(pairs)} pairs): loss {m['loss']:.4f}  perplexity {m['perplexity']:.3f}  "
+          f"token accuracy {m['accuracy']:.4f} (teacher-forced)")
+    for b in beams:
+        suffix = "" if b == 1 else f"_beam{b}"
+        name = "greedy" if b == 1 else f"beam {b}"
+        print(f"  {name:>8}: BLEU {m['bleu' + suffix]:.2f}  chrF {m['chrf' + suffix]:.2f}")
     return 0

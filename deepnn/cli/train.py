@@ -21,6 +21,7 @@ SHORTCUTS = {
     "epochs": "train.epochs", "lr": "optim.lr", "batch_size": "data.batch_size", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "data_dir": "data.data_dir",
     "conv_impl": "model.conv_impl", "text": "data.path", "minutes": "train.max_minutes", "threads": "train.threads",
+    "pairs": "data.path", "valid": "data.valid_path", "test": "data.test_path",
 }
 
 
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "results.json.",
         epilog="examples:\n  deepnn train lenet --epochs 10\n"
                "  deepnn train char_lstm --text shakespeare.txt --minutes 10\n"
+               "  deepnn train transformer_mt --pairs en-fr.train.tsv --valid en-fr.valid.tsv --minutes 20\n"
                "  deepnn train lenet --config recipes/lenet.yaml --set optim.lr=0.05\n"
                "  deepnn train lenet --resume runs/lenet-20261126-101500/\n"
                "  torchrun --nproc_per_node=2 -m deepnn train lenet --threads 1   # data-parallel, 2 processes\n"
@@ -56,6 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files (data.data_dir)")
     p.add_argument("--conv-impl", choices=["torch", "scratch"], help="PyTorch's or our from-scratch conv/pool")
     p.add_argument("--text", help="a UTF-8 text file to train a language model on (data.path)")
+    p.add_argument("--pairs", help="translation: training pairs, a UTF-8 file of `source<TAB>target` lines (data.path)")
+    p.add_argument("--valid", help="translation: validation pairs (data.valid_path; default: cut from --pairs)")
+    p.add_argument("--test", help="translation: test pairs (data.test_path; default: the last "
+                                  "data.holdout_pairs of --pairs)")
     p.add_argument("--minutes", type=float, help="training time budget in minutes (train.max_minutes)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (train.threads); one per run when "
                                                "several runs share a machine")
@@ -87,9 +93,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
         if getattr(args, attr) is not None:
             set_key(cfg, key, getattr(args, attr))
     apply_overrides(cfg, args.overrides)
-    if cfg.data.path and info.task != "language_model":
+    if args.text and info.task != "language_model":
         raise UserError(f"--text is for language models; {info.name} is a {info.task} model "
                         "(`deepnn models --task language_model` lists them)")
+    given = [f"--{a}" for a in ("pairs", "valid", "test") if getattr(args, a)]
+    if given and info.task != "seq2seq":
+        raise UserError(f"{given[0]} is for translation models; {info.name} is a {info.task} model "
+                        "(`deepnn models --task seq2seq` lists them)")
+    if cfg.data.path and info.task == "classification":
+        raise UserError(f"data.path is a text or pairs file; {info.name} is an image classifier trained on "
+                        f"{cfg.data.name}")
     if args.no_progress:
         cfg.train.progress = False
     if args.tensorboard:
@@ -102,6 +115,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def report_line(results: dict) -> str:
     """One line of a finished run's test results, whatever its task."""
     time_part = (f"{results['epochs']} epochs, {results['steps']} steps, {results['train_time_s']:.1f} s training")
+    if results.get("task") == "seq2seq":
+        beam = "".join(f", beam {k[len('test_bleu_beam'):]} {v:.2f}" for k, v in results.items()
+                       if k.startswith("test_bleu_beam"))
+        return (f"test BLEU {results['test_bleu']:.2f} greedy{beam}, chrF {results['test_chrf']:.2f}, "
+                f"loss {results['test_loss']:.4f}  ({time_part}, {results['tokens_per_s']:.0f} tokens/s)")
     if results.get("task") == "language_model":
         return (f"test loss {results['test_loss']:.4f} nats/char ({results['test_bits_per_char']:.3f} bits/char, "
                 f"perplexity {results['test_perplexity']:.2f})  ({time_part}, {results['tokens_per_s']:.0f} tokens/s)")

@@ -48,6 +48,7 @@ from .rnn import (
     unroll,
 )
 from .transformer import (
+    PositionalEncoding,
     TransformerDecoderLayer,
     TransformerEncoderLayer,
     shift_right,
@@ -106,5 +107,6 @@ __all__ = [
     "RNNCell", "LSTMCell", "PeepholeLSTMCell", "GRUCell", "unroll", "hidden_jacobian_norms", "power_example",
     "RNN", "LSTM", "GRU", "detach_state",
     "dot_product_scores", "additive_scores", "attention", "causal_mask", "MultiHeadAttention",
-    "TransformerEncoderLayer", "TransformerDecoderLayer", "greedy_decode", "shift_right", "teacher_forcing_logits",
+    "TransformerEncoderLayer", "TransformerDecoderLayer", "PositionalEncoding",
+    "greedy_decode", "shift_right", "teacher_forcing_logits",
 ]

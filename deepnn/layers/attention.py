@@ -63,7 +63,7 @@ def dot_product_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def additive_scores(
-    q: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, v: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor | None, v: torch.Tensor
 ) -> torch.Tensor:
     """Additive scores ``α_ij = vᵀ tanh(W_q q_i + W_k k_j)`` (Bahdanau, Cho & Bengio 2015, "Neural machine
     translation by jointly learning to align and translate").
@@ -74,16 +74,21 @@ def additive_scores(
         q: queries ``(..., T_q, d_q)``.
         k: keys ``(..., T_k, d_k)``.
         w_q: ``(h, d_q)``.
-        w_k: ``(h, d_k)``.
+        w_k: ``(h, d_k)``; ``None`` when ``k`` already holds the projected keys ``W_k k_j`` ``(..., T_k, h)``
+            (a decoder projects its source once per sentence, not once per output step).
         v: ``(h,)``.
 
     Returns:
         ``(..., T_q, T_k)``.
     """
-    if w_q.shape[-1] != q.shape[-1] or w_k.shape[-1] != k.shape[-1] or not w_q.shape[0] == w_k.shape[0] == v.shape[0]:
-        raise UserError(f"additive_scores needs w_q (h, d_q), w_k (h, d_k) and v (h,); got q {tuple(q.shape)}, "
-                        f"k {tuple(k.shape)}, w_q {tuple(w_q.shape)}, w_k {tuple(w_k.shape)}, v {tuple(v.shape)}")
-    hidden = (q @ w_q.T).unsqueeze(-2) + (k @ w_k.T).unsqueeze(-3)  # (..., T_q, 1, h) + (..., 1, T_k, h)
+    h_k = k.shape[-1] if w_k is None else w_k.shape[0]
+    if w_q.shape[-1] != q.shape[-1] or (w_k is not None and w_k.shape[-1] != k.shape[-1]) \
+            or not w_q.shape[0] == h_k == v.shape[0]:
+        raise UserError(f"additive_scores needs w_q (h, d_q), w_k (h, d_k) (or None: keys already projected to h) "
+                        f"and v (h,); got q {tuple(q.shape)}, k {tuple(k.shape)}, w_q {tuple(w_q.shape)}, "
+                        f"w_k {None if w_k is None else tuple(w_k.shape)}, v {tuple(v.shape)}")
+    keys = k if w_k is None else k @ w_k.T  # (..., T_k, h)
+    hidden = (q @ w_q.T).unsqueeze(-2) + keys.unsqueeze(-3)  # (..., T_q, 1, h) + (..., 1, T_k, h)
     return torch.tanh(hidden) @ v  # (..., T_q, T_k, h) @ (h,) -> (..., T_q, T_k)
 
 
@@ -166,6 +171,12 @@ class MultiHeadAttention(nn.MultiheadAttention):
     weights load both ways. ``forward`` takes PyTorch's arguments with PyTorch's meaning (boolean
     masks only). Dropout, ``kdim`` / ``vdim`` and ``add_bias_kv`` are not offered.
 
+    Two switches (attributes, off by default): ``sdpa = True`` computes the heads with PyTorch's fused
+    ``F.scaled_dot_product_attention`` when the weights are not asked for — the same function as
+    :func:`attention` (``tests/test_attention.py`` checks them against each other), several times faster
+    on long sequences; ``keep_weights = True`` stores every call's per-head weights ``(B, h, T_q, T_k)``
+    in ``last_weights``, for attention maps (:mod:`deepnn.analysis.attention_maps`).
+
     Args:
         embed_dim: model size; must be divisible by ``num_heads``.
         num_heads: number of heads ``h``.
@@ -183,6 +194,9 @@ class MultiHeadAttention(nn.MultiheadAttention):
             raise UserError(f"embed_dim {embed_dim} must be a positive multiple of num_heads {num_heads} "
                             "(each head gets embed_dim / num_heads dimensions); change one of them")
         super().__init__(embed_dim, num_heads, bias=bias, batch_first=True, device=device, dtype=dtype)
+        self.sdpa = False  # compute heads with F.scaled_dot_product_attention when no weights are asked for
+        self.keep_weights = False  # keep each call's weights (B, h, T_q, T_k) in last_weights (attention maps)
+        self.last_weights: torch.Tensor | None = None
 
     def forward(
         self,
@@ -230,10 +244,15 @@ class MultiHeadAttention(nn.MultiheadAttention):
         q = F.linear(query, w_q, b_q).view(B, T_q, h, E // h).transpose(1, 2)  # (B, h, T_q, d)
         k = F.linear(key, w_k, b_k).view(B, T_k, h, E // h).transpose(1, 2)  # (B, h, T_k, d)
         v = F.linear(value, w_v, b_v).view(B, T_k, h, E // h).transpose(1, 2)  # (B, h, T_k, d)
-        heads, weights = attention(q, k, v, mask=allowed)  # (B, h, T_q, d), (B, h, T_q, T_k)
+        if self.sdpa and not need_weights and not self.keep_weights:  # PyTorch's fused kernel, the same math
+            heads, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+        else:
+            heads, weights = attention(q, k, v, mask=allowed)  # (B, h, T_q, d), (B, h, T_q, T_k)
+            if self.keep_weights:
+                self.last_weights = weights.detach()
         out = F.linear(heads.transpose(1, 2).reshape(B, T_q, E), self.out_proj.weight, self.out_proj.bias)
 
-        if not need_weights:
+        if not need_weights or weights is None:
             weights = None
         elif average_attn_weights:
             weights = weights.mean(dim=1)  # (B, T_q, T_k)

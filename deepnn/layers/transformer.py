@@ -14,6 +14,7 @@ T4    encoder layer: self-attention, feed-forward        :class:`TransformerEnco
 T4    decoder layer: masked self-attention,              :class:`TransformerDecoderLayer`
       cross-attention over the memory, feed-forward
 T4    autoregressive decoding that stops at an end token :func:`deepnn.decoding.greedy_decode`
+T4    positional encodings: sinusoidal and learned       :class:`PositionalEncoding`
 T5    teacher forcing: gold previous tokens as inputs    :func:`shift_right`, :func:`teacher_forcing_logits`
 ====  =================================================  ================================================
 
@@ -246,6 +247,55 @@ class TransformerDecoderLayer(_WrittenOut, nn.TransformerDecoderLayer):
                                      attn_mask=mask, is_causal=is_causal)
         return self.dropout2(out)
 
+
+
+class PositionalEncoding(nn.Module):
+    """Adds each position's code to token embeddings (Vaswani et al. 2017, section 3.5), lecture item T4.
+
+    Attention alone is blind to order (permuting the inputs permutes the outputs), so position ``t``'s
+    embedding gets a vector ``p_t`` added:
+
+    * ``"sinusoidal"`` (the paper's, nothing learned): ``p_t[2i] = sin(t / 10000^(2i/d))``,
+      ``p_t[2i+1] = cos(t / 10000^(2i/d))``; every relative offset is a linear map of the codes.
+    * ``"learned"`` (BERT, GPT): a trained table ``(max_len, d)``.
+
+    Args:
+        d_model: embedding size ``d``.
+        max_len: the most positions a sequence may have.
+        kind: ``"sinusoidal"`` or ``"learned"``.
+
+    ``forward(x (B, T, d)) -> (B, T, d)``; a sequence longer than ``max_len`` is a :class:`UserError`.
+
+        >>> pe = PositionalEncoding(4, max_len=8)
+        >>> pe(torch.zeros(1, 2, 4))[0, 1]  # position 1: sin(1), cos(1), sin(1/100), cos(1/100)
+        tensor([0.8415, 0.5403, 0.0100, 0.9999])
+    """
+
+    KINDS = ("sinusoidal", "learned")
+
+    def __init__(self, d_model: int, max_len: int = 512, kind: str = "sinusoidal") -> None:
+        super().__init__()
+        if kind not in self.KINDS:
+            raise UserError(f"unknown positional encoding {kind!r}; choose one of {', '.join(self.KINDS)}")
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise UserError(f"max_len must be an integer ≥ 1 (the most positions a sequence may have), got {max_len!r}")
+        self.kind, self.max_len = kind, max_len
+        if kind == "learned":
+            self.table = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+        else:
+            position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
+            rate = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (ceil(d/2),)
+            table = torch.zeros(max_len, d_model, dtype=torch.float64)
+            table[:, 0::2] = torch.sin(position * rate)
+            table[:, 1::2] = torch.cos(position * rate)[:, : d_model // 2]
+            self.register_buffer("table", table.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        if T > self.max_len:
+            raise UserError(f"a sequence of {T} positions is longer than the model's max_len {self.max_len}; "
+                            "shorten the input or build the model with a larger max_len")
+        return x + self.table[:T].to(x.dtype)
 
 
 def shift_right(targets: torch.Tensor, start_token: int) -> torch.Tensor:

@@ -8,6 +8,9 @@ One file per family: ``lenet``, ``alexnet``, ``vgg``, ``nin``, ``googlenet``, ``
 ``charlm`` (lecture item R3): the character-level language models, registered under task
 ``"language_model"`` (``hello``, ``char_rnn``, ``char_lstm``, ``char_gru``; ``create_model`` needs
 ``vocab_size``), with :class:`CharRNN`, :class:`CharLM`, :func:`sample`, :func:`hello_example`.
+
+``transformer`` and ``seq2seq_attn`` (lecture items T1, T4): ``transformer_mt`` and ``seq2seq_attn``
+(task ``"seq2seq"``, translation) and ``char_transformer`` (task ``"language_model"``).
 """
 
 from . import (  # noqa: F401  (registers the builders)
@@ -17,8 +20,11 @@ from . import (  # noqa: F401  (registers the builders)
     inception,
     inception_v4,
     lenet,
+    nas_child,
     nin,
     resnet,
+    seq2seq_attn,
+    transformer,
     vgg,
 )
 from ._registry import (

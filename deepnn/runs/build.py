@@ -35,7 +35,7 @@ from ..models import count_parameters, create_model, model_info
 from ..train import distributed
 from ..train.checkpoint import Checkpoint, load_checkpoint, load_model_state
 from ..train.config import Config
-from ..train.tasks import ClassificationTask, LanguageModelTask
+from ..train.tasks import ClassificationTask, LanguageModelTask, References, TranslationTask
 from ..train.trainer import EarlyStopping, Trainer, resolve_device
 from .folder import RunFolder, RunLogger
 
@@ -119,18 +119,127 @@ class LanguageModelling:
         return LanguageModelTask(cfg.train.label_smoothing)
 
     def hooks(self, cfg: Config, device: torch.device) -> list[Any]:
-        if cfg.data.crop_padding or cfg.data.flip or cfg.data.erase_prob:
-            raise UserError("data.crop_padding, data.flip and data.erase_prob augment images; "
-                            "a language model takes none of them")
-        if cfg.train.tta_flip:
-            raise UserError("train.tta_flip averages mirrored images; a language model cannot use it")
+        _no_image_options(cfg, "a language model")
         return []
 
     def flops(self, cfg: Config, facts: dict[str, Any]) -> int | None:
         return None  # the summary counts convolutional networks' FLOPs per image, not per token
 
 
-KINDS: dict[str, Any] = {"classification": ImageClassification(), "language_model": LanguageModelling()}
+def _no_image_options(cfg: Config, what: str) -> None:
+    if cfg.data.crop_padding or cfg.data.flip or cfg.data.erase_prob:
+        raise UserError(f"data.crop_padding, data.flip and data.erase_prob augment images; {what} takes none of them")
+    if cfg.train.tta_flip:
+        raise UserError(f"train.tta_flip averages mirrored images; {what} cannot use it")
+
+
+class EvalPairs:
+    """An evaluation loader of translation pairs whose batches carry :class:`References` for the rows among the
+    first ``translate`` pairs of the split (``None``: all), a fixed sample: ``(src, tgt, index, References | None)``."""
+
+    def __init__(self, batches: Any, references: list[str], translate: int | None, beams: tuple[int, ...]) -> None:
+        self.loader, self.references, self.translate, self.beams = batches, references, translate, beams
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Any:
+        for src, tgt, index in self.loader.batches(epoch, start):
+            rows = [j for j, i in enumerate(index.tolist()) if self.translate is None or i < self.translate]
+            refs = References([self.references[int(index[j])] for j in rows], self.beams, rows) if rows else None
+            yield src, tgt, index, refs
+
+
+class Translation:
+    """Sentence-pair translation (lecture items T1, T4, T5): ``source<TAB>target`` files, one sentencepiece
+    vocabulary for both languages trained on the training pairs, length-bucketed batches."""
+
+    task = "seq2seq"
+    facts = ("tokenizer",)
+
+    def splits(self, cfg: Config) -> tuple[dict[str, list[tuple[str, str]]], dict[str, int]]:
+        """The train / val / test pairs of ``cfg`` and the number of malformed lines skipped per file.
+
+        ``--valid`` and ``--test`` files are used as given; a split without one is cut from the end of the
+        training file (``data.holdout_pairs`` each): the test pairs are the very last, validation before them.
+        Malformed lines are reported (stderr) with their line numbers, never dropped silently.
+        """
+        from ..data.pairs import read_pairs
+
+        d = cfg.data
+        if not d.path:
+            raise UserError(f"{cfg.model.name} translates sentence pairs: give the training pairs with --pairs FILE "
+                            "(data.path), a UTF-8 file of `source<TAB>target` lines")
+        files = {"train": read_pairs(d.path)}
+        for split, path in (("val", d.valid_path), ("test", d.test_path)):
+            if path:
+                files[split] = read_pairs(path)
+        for f in files.values():
+            if f.warning():
+                print(f"warning: {f.warning()}", file=sys.stderr)
+        pairs = {split: f.pairs for split, f in files.items()}
+        for split in ("test", "val"):
+            if split not in files:
+                if len(pairs["train"]) <= d.holdout_pairs:
+                    raise UserError(f"{d.path} has {len(pairs['train'])} pairs, too few to cut {d.holdout_pairs} "
+                                    f"{split} pairs from its end; give --{'valid' if split == 'val' else 'test'} FILE "
+                                    "or a smaller data.holdout_pairs")
+                pairs["train"], pairs[split] = pairs["train"][:-d.holdout_pairs], pairs["train"][-d.holdout_pairs:]
+        return pairs, {split: len(f.skipped) for split, f in files.items()}
+
+    @staticmethod
+    def evaluation(tokenizer: Any, pairs: list[tuple[str, str]], max_len: int, max_tokens: int,
+                   translate: int | None, beams: tuple[int, ...]) -> EvalPairs:
+        """An evaluation loader over ``pairs``: sides longer than ``max_len - 1`` tokens are cut for the
+        teacher-forced loss (the references stay whole); the first ``translate`` sentences (``None``: all)
+        are translated with each beam size in ``beams`` for BLEU."""
+        from ..data.pairs import PairBatches
+
+        cut = lambda texts: [r[: max_len - 1] for r in tokenizer.encode(texts)]  # noqa: E731
+        src, tgt = cut([p[0] for p in pairs]), cut([p[1] for p in pairs])
+        return EvalPairs(PairBatches(src, tgt, max_tokens, shuffle=False), [p[1] for p in pairs], translate, beams)
+
+    def load(self, cfg: Config, device: torch.device, data: Any = None
+             ) -> tuple[dict[str, Any], dict[str, Any], Loaders]:
+        from ..data.pairs import PairBatches, Tokenizer, filter_long
+
+        d = cfg.data
+        pairs, malformed = self.splits(cfg)
+        tokenizer = Tokenizer.train((side for pair in pairs["train"] for side in pair), d.vocab_size, d.tokenizer)
+        args = {"vocab_size": len(tokenizer), "max_len": d.max_len, **cfg.model.args}
+        src, tgt = (tokenizer.encode([p[i] for p in pairs["train"]]) for i in (0, 1))
+        kept, dropped = filter_long(src, tgt, args["max_len"])
+        if dropped:
+            print(f"warning: {len(dropped)} training pairs longer than {args['max_len'] - 1} tokens on a side were "
+                  "left out (data.max_len)", file=sys.stderr)
+        train = PairBatches([src[i] for i in kept], [tgt[i] for i in kept], d.max_tokens, shuffle=True,
+                            seed=cfg.train.seed)
+        beams = (1,) if cfg.train.beam_size == 1 else (1, cfg.train.beam_size)
+        loaders = Loaders(train,
+                          self.evaluation(tokenizer, pairs["val"], args["max_len"], d.max_tokens, d.bleu_sentences,
+                                          (1,)),
+                          self.evaluation(tokenizer, pairs["test"], args["max_len"], d.max_tokens, None, beams))
+        facts = {"tokenizer": tokenizer.to_base64(), "dataset": str(d.path),
+                 "pairs": {split: len(ps) for split, ps in pairs.items()}, "dropped_long": len(dropped),
+                 "malformed_lines": malformed, "padding_fraction": round(train.padding_fraction, 4)}
+        return args, facts, loaders
+
+    def make_task(self, cfg: Config, facts: dict[str, Any]) -> TranslationTask:
+        from ..data.pairs import Tokenizer
+
+        return TranslationTask(Tokenizer.from_base64(facts["tokenizer"]), cfg.train.label_smoothing,
+                               cfg.train.length_penalty)
+
+    def hooks(self, cfg: Config, device: torch.device) -> list[Any]:
+        _no_image_options(cfg, "a translation model")
+        return []
+
+    def flops(self, cfg: Config, facts: dict[str, Any]) -> int | None:
+        return None
+
+
+KINDS: dict[str, Any] = {"classification": ImageClassification(), "language_model": LanguageModelling(),
+                         "seq2seq": Translation()}
 
 
 def task_kind(model_name: str) -> Any:
@@ -369,3 +478,13 @@ def load_run(path: str | Path, which: str = "last") -> LoadedRun:
     load_model_state(model, ckpt, repr(cfg.model.name))
     model.eval()
     return LoadedRun(model, ckpt.meta, cfg, kind, weights, ckpt.path)
+
+
+def seq2seq_run(loaded: LoadedRun, command: str) -> tuple[LoadedRun, Any]:
+    """``loaded`` and its tokenizer, or a one-line error when the run is not a translation run."""
+    if loaded.kind.task != "seq2seq":
+        raise UserError(f"{loaded.path} is a {loaded.kind.task} run of {loaded.cfg.model.name}; `deepnn {command}` "
+                        "needs a translation run (`deepnn models --task seq2seq`: transformer_mt, seq2seq_attn)")
+    from ..data.pairs import Tokenizer
+
+    return loaded, Tokenizer.from_base64(loaded.meta["data"]["tokenizer"])

@@ -51,6 +51,15 @@ class DataConfig:
     batching: str = "sequential"  # "sequential" (state carried across batches) or "random" (random windows)
     val_fraction: float = 0.05  # the part of the text before the test part, for validation
     test_fraction: float = 0.05  # the last part of the text, read once for the run's report
+    # translation pairs (seq2seq): `source<TAB>target` files (deepnn.data.pairs); `path` is the training file
+    valid_path: str | None = None  # validation pairs (--valid); None: cut holdout_pairs from the training file
+    test_path: str | None = None  # test pairs (--test); None: the last holdout_pairs of the training file
+    holdout_pairs: int = 2000  # pairs cut from the end of the training file for each split not given
+    vocab_size: int = 4000  # sentencepiece pieces, one vocabulary for both languages, trained on training pairs
+    tokenizer: str = "unigram"  # sentencepiece model type: "unigram" (Kudo 2018) or "bpe" (Sennrich et al. 2016)
+    max_len: int = 128  # the most tokens of a sentence (end token included); longer training pairs are dropped
+    max_tokens: int = 4096  # padded tokens per batch (length-bucketed batches; batch_size is ignored)
+    bleu_sentences: int = 500  # validation sentences translated (greedy) for BLEU at each validation record
 
 
 @dataclass
@@ -95,6 +104,8 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels only (an op without one raises), all generators seeded
     tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard/ (pip install 'deepnn[tensorboard]')
     tensorboard_every_steps: int = 10  # the training loss is logged every N steps (and every record)
+    beam_size: int = 5  # translation: the test report scores greedy decoding and beam search of this width
+    length_penalty: float = 0.6  # translation: GNMT length penalty alpha of beam search (0: none)
 
 
 @dataclass
@@ -341,6 +352,14 @@ RULES: dict[str, tuple[Check, str]] = {
     "data.batching": _one_of("sequential", "random"),
     "data.val_fraction": _number(0, 1, hi_open=True),
     "data.test_fraction": _number(0, 1, hi_open=True),
+    "data.holdout_pairs": _int_at_least(1),
+    "data.vocab_size": _int_at_least(8, 1_000_000),
+    "data.tokenizer": _one_of("unigram", "bpe"),
+    "data.max_len": _int_at_least(2, 100_000),
+    "data.max_tokens": _int_at_least(1),
+    "data.bleu_sentences": _int_at_least(0),
+    "train.beam_size": _int_at_least(1, 1000),
+    "train.length_penalty": _number(0, 100),
     "optim.name": _one_of(*OPTIMIZERS),
     "optim.lr": _number(0, 1e30, lo_open=True),  # float32 optimizer state overflows near 3.4e38
     "optim.momentum": _number(0, 1, hi_open=True),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -204,3 +205,116 @@ class LanguageModelTask:
 
     def restore(self, tensors: dict[str, torch.Tensor]) -> None:
         self.state = _state_from([tensors[f"state.{i}"] for i in range(len(tensors))])
+
+
+@dataclass(frozen=True)
+class References:
+    """Rides along an evaluation batch of translation pairs (4th element; not a tensor, so it stays on the
+    host): the rows' reference translations and the beam sizes to decode them with (1 = greedy)."""
+
+    texts: list[str]
+    beams: tuple[int, ...] = (1,)
+    rows: list[int] | None = None  # the batch rows these references belong to (None: all)
+
+
+class TranslationTask:
+    """Sequence-to-sequence translation with teacher forcing (Sutskever et al. 2014; Bahdanau et al. 2015;
+    Vaswani et al. 2017): lecture items T1, T4, T5.
+
+    Training batches are ``(src (B, S), tgt (B, T), index (B,))`` from :class:`~deepnn.data.pairs.PairBatches`
+    (each row ending in ``EOS``, padded with ``PAD``). The model gets the gold target shifted right behind
+    ``BOS`` (:func:`~deepnn.layers.shift_right`, teacher forcing) and is trained with cross-entropy over the
+    real (non-padding) target tokens, optionally label-smoothed (Szegedy et al. 2016; 0.1 in Vaswani et al.).
+
+    Evaluation batches may carry a 4th element, :class:`References`: those rows are also translated
+    (free-running: the model's own tokens fed back, :mod:`deepnn.translation`) with each beam size asked
+    for, and scored against the references with corpus BLEU and chrF (sacrebleu, :mod:`deepnn.metrics`).
+    The gap between the teacher-forced loss and the free-running BLEU is exposure bias (T5).
+    ``best`` is the highest validation BLEU (greedy).
+    """
+
+    name = "seq2seq"
+    metric, mode, unit = "bleu", "max", "tokens"
+
+    def __init__(self, tokenizer: Any, label_smoothing: float = 0.0, length_penalty: float = 0.6) -> None:
+        self.tokenizer = tokenizer
+        self.label_smoothing = label_smoothing
+        self.length_penalty = length_penalty
+
+    def _loss(self, model: nn.Module, batch: Batch, reduction: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                                              torch.Tensor]:
+        from ..data.pairs import BOS, PAD
+        from ..layers.transformer import shift_right
+
+        src, tgt = batch[0], batch[1]
+        logits = model(src, shift_right(tgt, BOS))  # (B, T, V)
+        real = tgt != PAD
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=PAD, reduction=reduction,
+                               label_smoothing=self.label_smoothing if reduction == "mean" else 0.0)
+        correct = ((logits.argmax(-1) == tgt) & real).sum()
+        return loss, correct, real.sum()
+
+    def step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Stats]:
+        loss, correct, count = self._loss(model, batch, "mean")
+        return loss, {"loss": loss.detach().float() * count, "correct": correct, "count": count}
+
+    @staticmethod
+    def units(batch: Batch) -> int:
+        from ..data.pairs import PAD
+
+        return int((batch[1] != PAD).sum())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch],
+                 autocast: Callable[[], torch.autocast] | None = None) -> dict[str, Any]:
+        """Teacher-forced loss, perplexity and accuracy over all ``batches``; BLEU and chrF of the free-running
+        translations of the rows that carry :class:`References` (``bleu`` greedy, ``bleu_beam{k}`` for beam k)."""
+        from ..metrics import translation_scores
+        from ..translation import decode_batch
+
+        model.eval()
+        loss_sum, correct, count = 0.0, 0.0, 0.0
+        hyps: dict[int, list[str]] = {}
+        refs: list[str] = []
+        for batch in batches:
+            with (autocast or _no_autocast)():
+                loss, c, n = self._loss(model, batch, "sum")
+            loss_sum, correct, count = loss_sum + float(loss), correct + float(c), count + float(n)
+            if len(batch) > 3 and batch[3] is not None:
+                ref: References = batch[3]
+                refs.extend(ref.texts)
+                src = batch[0] if ref.rows is None or len(ref.rows) == len(batch[0]) else batch[0][ref.rows]
+                for beam in ref.beams:
+                    ids = decode_batch(model, src[:, : int((src != 0).sum(1).max())], beam, self.length_penalty,
+                                       autocast)
+                    hyps.setdefault(beam, []).extend(self.tokenizer.decode(ids.cpu()))
+        metrics: dict[str, Any] = language_model_metrics(loss_sum, correct, count)
+        del metrics["bits_per_char"]
+        for beam, texts in hyps.items():
+            suffix = "" if beam == 1 else f"_beam{beam}"
+            metrics.update({f"{k}{suffix}": v for k, v in translation_scores(texts, refs).items()})
+        metrics["translated"] = len(refs)
+        if hyps:
+            metrics["examples"] = [{"reference": r, "translation": h} for r, h in zip(refs[:3], next(iter(
+                hyps.values()))[:3])]
+        return metrics
+
+    @staticmethod
+    def summarize(stats: Stats) -> dict[str, float]:
+        m = language_model_metrics(float(stats["loss"]), float(stats["correct"]), float(stats["count"]))
+        del m["bits_per_char"]
+        return m
+
+    @staticmethod
+    def progress(m: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{m['loss']:.4f}", "ppl": f"{m['perplexity']:.2f}"}
+
+    @staticmethod
+    def report(m: dict[str, Any]) -> dict[str, Any]:
+        return {f"test_{k}": v for k, v in m.items() if k != "examples"} | {"examples": m.get("examples", [])}
+
+    def carried(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
