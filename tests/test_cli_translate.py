@@ -116,7 +116,17 @@ def test_seq2seq_commands_refuse_other_runs(tmp_path: Path, pairs_file: Path) ->
     assert r.returncode == 0, r.stderr
     assert_user_error(deepnn("translate", str(out), "the cat"), "needs a translation run")
     assert_user_error(deepnn("attention", str(out), "the cat"), "needs a translation run")
-    assert_user_error(deepnn("eval", str(out), "--pairs", str(pairs_file)), "--pairs and --beam are for translation")
+    assert_user_error(deepnn("eval", str(out), "--pairs", str(pairs_file)), "--pairs, --beam and --exposure-bias are for translation")
     assert_user_error(deepnn("train", "lenet", "--pairs", str(pairs_file)), "--pairs is for translation models")
     assert_user_error(deepnn("train", "transformer_mt", "--text", str(text)), "--text is for language models")
     assert_user_error(deepnn("train", "transformer_mt", "--epochs", "1"), "--pairs FILE")
+
+
+def test_exposure_bias(mt_run: Path) -> None:
+    """T5: the same model scored with gold prefixes and with its own; the gold prefix can only help on average."""
+    r = deepnn("eval", str(mt_run), "--split", "val", "--exposure-bias")
+    assert r.returncode == 0, r.stderr
+    lines = {line.split(":")[0].strip(): line for line in r.stdout.splitlines()[1:]}
+    assert set(lines) == {"teacher-forced (gold prefix)", "free-running (own prefix)"}
+    loss = {k: float(v.split("loss ")[1].split()[0]) for k, v in lines.items()}
+    assert loss["teacher-forced (gold prefix)"] <= loss["free-running (own prefix)"] + 1e-6

@@ -109,11 +109,11 @@ def test_runs_at_once_counts_overlapping_training(tmp_path: Path) -> None:
 def test_glance_rows_and_time_format(tmp_path: Path) -> None:
     paths = [write_run(tmp_path, f"s{s}", seed=s, epochs=[(4.9, 10.0, 0.9), (5.0, 10.0, 0.9)],
                        finished=f"2026-11-26T1{s}:00:00") for s in range(2)]
-    table = glance_markdown(group_results(paths), [("LeNet", "deepnn train lenet --epochs 2")], text=())
+    table = glance_markdown(group_results(paths), [("LeNet", "deepnn train lenet --epochs 2")], text=(), pairs=())
     assert table.splitlines()[2] == ("| LeNet | `deepnn train lenet --epochs 2` | 90.00 ± 0.00 % (2 seeds) "
                                      "| CPU, 2 threads, 9.9 s |")
     with pytest.raises(UserError, match="no runs of `deepnn train vgg11`"):
-        glance_markdown(group_results(paths), [("VGG", "deepnn train vgg11")], text=())
+        glance_markdown(group_results(paths), [("VGG", "deepnn train vgg11")], text=(), pairs=())
 
 
 def test_config_drift_names_changed_keys() -> None:

@@ -45,6 +45,7 @@ EXPECTED: dict[str, list[str]] = {
     "07_char_lm.py": ["greedysamplefrom'h':'hello'", "x(32,64),y(32,64)", "sample"],  # R3, R1
     "08_attention_transformer.py": ["query0:1.0000.0000.0000.000"],  # T4's mask
     "09_export.py": ["ONNXRuntimevsPyTorch"],  # F1
+    "10_translation.py": ["greedydecodingvsbeamsearch", "corpusBLEU", "teacher-forced:loss", "looksmostat"],
 }
 WRITES = {"02_image_kernels.py": "kernels.png", "07_char_lm.py": "run", "09_export.py": "lenet.onnx"}
 

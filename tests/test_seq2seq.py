@@ -183,3 +183,27 @@ def test_bad_inputs():
         model(torch.tensor([[31, EOS]]), torch.tensor([[BOS]]))
     with pytest.raises(UserError, match="pad_id"):
         create_model("transformer_mt", vocab_size=10, pad_id=10)
+
+
+def test_char_transformer_generates_within_its_window():
+    """generate() feeds a stateless model its whole context, cropped to the model's max_context by default."""
+    from deepnn.decoding import generate
+
+    torch.manual_seed(0)
+    model = create_model("char_transformer", vocab_size=20, d_model=16, nhead=2, num_layers=1, dim_feedforward=32,
+                         max_len=8).eval()
+    out = generate(model, torch.randint(0, 20, (2, 5)), 12, greedy=True)  # 17 tokens: past the 8-token window
+    assert out.shape == (2, 12)
+    with pytest.raises(UserError, match="longer than the model's max_len 8"):
+        generate(model, torch.randint(0, 20, (1, 9)), 1, max_context=9)
+
+
+def test_ff_dropout_and_attention_choice_reach_every_layer():
+    model = create_model("transformer_mt", vocab_size=30, d_model=16, nhead=2, dim_feedforward=32, dropout=0.1,
+                         ff_dropout=0.0, attention="sdpa")
+    layers = [*model.encoder, *model.decoder]
+    assert all(layer.dropout.p == 0.0 and layer.dropout1.p == 0.1 for layer in layers)
+    assert {m.impl for m in model.modules() if hasattr(m, "keep_weights")} == {"sdpa"}
+    assert model.embed.dropout.p == 0.1
+    with pytest.raises(UserError, match="ff_dropout"):
+        create_model("transformer_mt", vocab_size=30, ff_dropout=1.5)

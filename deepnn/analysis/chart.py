@@ -34,7 +34,8 @@ from .summary import si
 __all__ = ["FIELDS", "ModelPoint", "load_results", "find_results", "bubble_chart"]
 
 FIELDS = ("model", "test_accuracy", "params", "flops")  # an image classifier's results.json
-TASK_FIELDS = {"classification": FIELDS, "language_model": ("model", "test_loss", "params")}
+TASK_FIELDS = {"classification": FIELDS, "language_model": ("model", "test_loss", "params"),
+               "seq2seq": ("model", "test_bleu", "params")}
 DEFAULT_GLOB = "runs/*/results.json"
 
 

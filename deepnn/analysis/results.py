@@ -46,17 +46,18 @@ from ..train.config import Config, load_yaml
 from .chart import DEFAULT_GLOB, read_result
 from .summary import si
 
-__all__ = ["GLANCE", "PER_RUN", "ResultRow", "command_template", "config_drift", "final_val", "generated_block",
-           "glance_markdown", "glance_rows", "group_results",
+__all__ = ["GLANCE", "GLANCE_PAIRS", "PER_RUN", "ResultRow", "command_template", "config_drift", "final_val",
+           "generated_block", "glance_markdown", "glance_rows", "group_results",
            "reproduce_markdown", "results_markdown", "run_rate", "runs_at_once", "update_generated"]
 
 PER_RUN = ("train.seed", "train.progress", "data.data_dir")  # config keys that do not define the recipe
 _DROPPED_FLAGS = ("--seed", "--out")  # flags whose value differs per run
 
 
-SCORES = {"classification": "test_accuracy", "language_model": "test_loss"}  # task -> what a row reports
-RATES = {"classification": "examples_per_s", "language_model": "tokens_per_s"}
-VALS = {"classification": "val_accuracy", "language_model": "val_loss"}  # the metrics.jsonl key of validation
+SCORES = {"classification": "test_accuracy", "language_model": "test_loss", "seq2seq": "test_bleu"}  # row reports
+RATES = {"classification": "examples_per_s", "language_model": "tokens_per_s", "seq2seq": "tokens_per_s"}
+VALS = {"classification": "val_accuracy", "language_model": "val_loss", "seq2seq": "val_bleu"}  # metrics.jsonl key
+HIGHER_IS_BETTER = {"classification": True, "language_model": False, "seq2seq": True}
 
 # README's "Results at a glance": (label, command without --seed/--no-progress), one row per machine that ran
 # it, sorted by test accuracy. The only list of published recipes; `deepnn results --glance` prints it.
@@ -80,7 +81,12 @@ SHAKESPEARE = "../shared/data/shakespeare/shakespeare.txt"
 # the language models' rows: test loss on the held-out end of Shakespeare after 10 minutes of training
 GLANCE_TEXT = tuple((label, f"deepnn train {name} --text {SHAKESPEARE} --minutes 10 --threads 2")
                     for label, name in (("char LSTM", "char_lstm"), ("char GRU", "char_gru"),
-                                        ("char RNN (tanh)", "char_rnn")))
+                                        ("char RNN (tanh)", "char_rnn"), ("char Transformer", "char_transformer")))
+PAIRS = "../shared/data/translation/en-fr"
+# the translation models' rows: corpus BLEU on 2,000 held-out pairs after 20 minutes of training
+GLANCE_PAIRS = tuple((label, f"deepnn train {name} --pairs {PAIRS}.train.tsv --valid {PAIRS}.valid.tsv --minutes 20 "
+                             "--threads 2")
+                     for label, name in (("Transformer", "transformer_mt"), ("RNN + additive attention", "seq2seq_attn")))
 
 
 @dataclass(frozen=True)
@@ -262,8 +268,7 @@ def group_results(paths: Iterable[str | Path]) -> list[ResultRow]:
             val_scores=tuple(r["_val"] for r in records), at_once=tuple(r["_at_once"] for r in records),
             paths=tuple(str(r["_path"]) for r in records),
         ))
-    higher_is_better = {"classification": -1, "language_model": 1}
-    return sorted(rows, key=lambda r: (r.task, r.model, higher_is_better[r.task] * r.score))
+    return sorted(rows, key=lambda r: (r.task, r.model, (-1 if HIGHER_IS_BETTER[r.task] else 1) * r.score))
 
 
 def _mean_std(values: Sequence[float], scale: float, digits: int) -> str:
@@ -334,7 +339,30 @@ def results_markdown(rows: Sequence[ResultRow]) -> str:
             [[r.model, ", ".join(map(str, r.seeds)), _mean_std(r.scores, 1, 3),
               f"{statistics.mean(r.scores) / math.log(2):.3f}", *common(r), r.precision, "; ".join(r.machines),
               f"`{r.command}`"] for r in texts]))
+    pairs = [r for r in rows if r.task == "seq2seq"]
+    if pairs:
+        tables.append(_table(
+            "Translation: corpus BLEU and chrF (sacrebleu, cased, detokenised) of greedy decoding and of beam search "
+            "on the test pairs, which training never saw: mean ± sample standard deviation over the seeds listed. "
+            "Val BLEU: greedy, on the validation sample of the last record (the weights tested). Train time: "
+            "seconds of training per run (validation excluded), mean. " + RATE_NOTE.format(unit="tokens")
+            + " (target tokens). Commands show the seed as `{seed}`.",
+            "model,seeds,test BLEU greedy,test BLEU beam,test chrF greedy,train time (s),tokens/s,params,precision,"
+            "machine,val BLEU,command",
+            [[r.model, ", ".join(map(str, r.seeds)), _mean_std(r.scores, 1, 2), _beam(r), _field(r, "test_chrf"),
+              *common(r), r.precision, "; ".join(r.machines), _vals(r, 1, 2), f"`{r.command}`"] for r in pairs]))
     return "\n\n".join("\n".join(t) for t in tables)
+
+
+def _field(row: ResultRow, key: str, digits: int = 2) -> str:
+    """Mean ± std of ``key`` over the row's results.json files ("?" where a file lacks it)."""
+    values = [read_result(Path(p)).get(key) for p in row.paths]
+    return "?" if not values or None in values else _mean_std([float(v) for v in values], 1, digits)
+
+
+def _beam(row: ResultRow) -> str:
+    keys = sorted({k for p in row.paths for k in read_result(Path(p)) if k.startswith("test_bleu_beam")})
+    return "; ".join(f"{_field(row, k)} (beam {k[len('test_bleu_beam'):]})" for k in keys) or "–"
 
 
 def _bare_command(command: str) -> str:
@@ -375,12 +403,16 @@ def glance_rows(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = G
 
 
 def glance_markdown(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = GLANCE,
-                    text: Sequence[tuple[str, str]] = GLANCE_TEXT) -> str:
+                    text: Sequence[tuple[str, str]] = GLANCE_TEXT,
+                    pairs: Sequence[tuple[str, str]] = GLANCE_PAIRS) -> str:
     """README's "Results at a glance" tables: the recipes of :data:`GLANCE` (image classifiers, test
-    accuracy) and of :data:`GLANCE_TEXT` (language models, held-out loss), one line per recipe and machine."""
+    accuracy), of :data:`GLANCE_TEXT` (language models, held-out loss) and of :data:`GLANCE_PAIRS`
+    (translation, held-out greedy BLEU), one line per recipe and machine."""
     tables = [_glance_table(rows, glance, "test accuracy", lambda s: _mean_std(s, 100, 2) + " %")]
     if text:
         tables.append(_glance_table(rows, text, "held-out loss (nats/char)", lambda s: _mean_std(s, 1, 3)))
+    if pairs:
+        tables.append(_glance_table(rows, pairs, "held-out BLEU (greedy)", lambda s: _mean_std(s, 1, 1)))
     return "\n\n".join(tables)
 
 

@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", help="translation: score this `source<TAB>target` file instead of a split")
     p.add_argument("--beam", type=int, help="translation: beam width scored beside greedy decoding "
                                             "(default: the run's train.beam_size)")
+    p.add_argument("--exposure-bias", action="store_true",
+                   help="translation: teacher-forced vs free-running loss and BLEU of the same model (T5)")
     p.set_defaults(func=run)
 
 
@@ -48,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     cfg, meta = loaded.cfg, loaded.meta
     task = loaded.kind.make_task(cfg, meta["data"])
     head = f"{cfg.model.name} ({loaded.weights} weights of {loaded.path.name}, step {meta['global_step']})"
-    if loaded.kind.task != "seq2seq" and (args.pairs or args.beam is not None):
-        raise UserError(f"--pairs and --beam are for translation runs; {cfg.model.name} is a {loaded.kind.task} model")
+    if loaded.kind.task != "seq2seq" and (args.pairs or args.beam is not None or args.exposure_bias):
+        raise UserError(f"--pairs, --beam and --exposure-bias are for translation runs; {cfg.model.name} is a "
+                        f"{loaded.kind.task} model")
     if loaded.kind.task == "seq2seq":
         return evaluate_translation(args, loaded, task, head)
     if loaded.kind.task == "language_model":
@@ -101,6 +104,16 @@ def evaluate_translation(args: argparse.Namespace, loaded: LoadedRun, task: obje
         pairs, what = loaded.kind.splits(cfg)[0][args.split], f"{cfg.data.path} {args.split}"
     beams = (1,) if beam == 1 else (1, beam)
     loader = loaded.kind.evaluation(task.tokenizer, pairs, loaded.model.max_len, cfg.data.max_tokens, None, beams)
+    if args.exposure_bias:
+        from ..analysis.exposure import exposure_bias
+
+        e = exposure_bias(loaded.model, task.tokenizer, loader.loader.batches(), loader.references)
+        print(f"{head} on {what} ({len(pairs)} pairs), exposure bias (T5):")
+        for mode, words in (("teacher_forced", "teacher-forced (gold prefix)"),
+                            ("free_running", "free-running (own prefix)")):
+            print(f"  {words:>29}: loss {e[mode + '_loss']:.4f} nats/token  BLEU {e[mode + '_bleu']:.2f}  "
+                  f"chrF {e[mode + '_chrf']:.2f}")
+        return 0
     m = task.evaluate(loaded.model, loader.batches())
     print(f"{head} on {what} ({len(pairs)} pairs): loss {m['loss']:.4f}  perplexity {m['perplexity']:.3f}  "
           f"token accuracy {m['accuracy']:.4f} (teacher-forced)")

@@ -171,11 +171,13 @@ class MultiHeadAttention(nn.MultiheadAttention):
     weights load both ways. ``forward`` takes PyTorch's arguments with PyTorch's meaning (boolean
     masks only). Dropout, ``kdim`` / ``vdim`` and ``add_bias_kv`` are not offered.
 
-    Two switches (attributes, off by default): ``sdpa = True`` computes the heads with PyTorch's fused
-    ``F.scaled_dot_product_attention`` when the weights are not asked for — the same function as
-    :func:`attention` (``tests/test_attention.py`` checks them against each other), several times faster
-    on long sequences; ``keep_weights = True`` stores every call's per-head weights ``(B, h, T_q, T_k)``
-    in ``last_weights``, for attention maps (:mod:`deepnn.analysis.attention_maps`).
+    Two switches (attributes): ``impl`` (``"scratch"``, the default) may be ``"sdpa"``: compute the heads
+    with PyTorch's fused ``F.scaled_dot_product_attention`` when the weights are not asked for — the same
+    function as :func:`attention` (``tests/test_seq2seq.py`` checks them against each other) — or ``"auto"``:
+    the fused kernel on accelerators, ours on the CPU (where the fused kernel's backward pass made a
+    translation Transformer's training step 1.3× slower, docs/benchmarks.md); ``keep_weights = True``
+    stores every call's per-head weights ``(B, h, T_q, T_k)`` in ``last_weights``, for attention maps
+    (:mod:`deepnn.analysis.attention_maps`).
 
     Args:
         embed_dim: model size; must be divisible by ``num_heads``.
@@ -194,7 +196,8 @@ class MultiHeadAttention(nn.MultiheadAttention):
             raise UserError(f"embed_dim {embed_dim} must be a positive multiple of num_heads {num_heads} "
                             "(each head gets embed_dim / num_heads dimensions); change one of them")
         super().__init__(embed_dim, num_heads, bias=bias, batch_first=True, device=device, dtype=dtype)
-        self.sdpa = False  # compute heads with F.scaled_dot_product_attention when no weights are asked for
+        self.impl = "scratch"  # "sdpa" / "auto": F.scaled_dot_product_attention (always / off the CPU) when no
+        # weights are asked for
         self.keep_weights = False  # keep each call's weights (B, h, T_q, T_k) in last_weights (attention maps)
         self.last_weights: torch.Tensor | None = None
 
@@ -244,7 +247,8 @@ class MultiHeadAttention(nn.MultiheadAttention):
         q = F.linear(query, w_q, b_q).view(B, T_q, h, E // h).transpose(1, 2)  # (B, h, T_q, d)
         k = F.linear(key, w_k, b_k).view(B, T_k, h, E // h).transpose(1, 2)  # (B, h, T_k, d)
         v = F.linear(value, w_v, b_v).view(B, T_k, h, E // h).transpose(1, 2)  # (B, h, T_k, d)
-        if self.sdpa and not need_weights and not self.keep_weights:  # PyTorch's fused kernel, the same math
+        fused = self.impl == "sdpa" or (self.impl == "auto" and query.device.type != "cpu")
+        if fused and not need_weights and not self.keep_weights:  # PyTorch's fused kernel, the same math
             heads, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
         else:
             heads, weights = attention(q, k, v, mask=allowed)  # (B, h, T_q, d), (B, h, T_q, T_k)

@@ -11,9 +11,10 @@ name                task             what
 ``char_transformer`` ``language_model`` :class:`CharTransformer`, a causal (GPT-style) stack over characters
 ==================  ===============  ==========================================================================
 
-``attention="sdpa"`` (the default) lets every attention layer compute its heads with PyTorch's fused
+``attention="sdpa"`` lets every attention layer compute its heads with PyTorch's fused
 ``F.scaled_dot_product_attention`` — the same function as our :func:`~deepnn.layers.attention` (tested
-against each other), faster; ``"scratch"`` runs ours. Attention maps always come from ours
+against each other); ``"scratch"`` runs ours; ``"auto"`` (the default) the fused kernel on accelerators and
+ours on the CPU, where it trained faster (docs/benchmarks.md). Attention maps always come from ours
 (:func:`keep_attention_weights`).
 
     >>> model = TransformerMT(vocab_size=50, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
@@ -36,7 +37,7 @@ from ..errors import UserError
 from ..layers import MultiHeadAttention, PositionalEncoding, TransformerDecoderLayer, TransformerEncoderLayer
 from ._registry import register_model
 
-ATTENTION_IMPLS = ("sdpa", "scratch")
+ATTENTION_IMPLS = ("auto", "sdpa", "scratch")
 Memory = tuple[torch.Tensor, torch.Tensor]  # (memory (B, S, d), source padding (B, S), True = padding)
 
 __all__ = ["TransformerMT", "CharTransformer", "keep_attention_weights", "transformer_mt", "char_transformer"]
@@ -60,12 +61,18 @@ def _check_tokens(tokens: torch.Tensor, vocab_size: int, what: str) -> None:
             raise UserError(f"{what} ids must lie in [0, {vocab_size}), got values from {low.item()} to {high.item()}")
 
 
-def _use_attention(model: nn.Module, impl: str) -> None:
+def _configure(model: nn.Module, impl: str, ff_dropout: float | None) -> None:
+    """Set every attention layer's implementation and, if given, the dropout inside the feed-forward networks."""
     if impl not in ATTENTION_IMPLS:
-        raise UserError(f"unknown attention {impl!r}; choose sdpa (PyTorch's fused kernel) or scratch (ours)")
+        raise UserError(f"unknown attention {impl!r}; choose auto (PyTorch's fused kernel off the CPU, ours on it), "
+                        "sdpa (the fused kernel) or scratch (ours)")
+    if ff_dropout is not None and not 0 <= ff_dropout < 1:
+        raise UserError(f"ff_dropout must lie in [0, 1) (or None: the same as dropout), got {ff_dropout}")
     for m in model.modules():
         if isinstance(m, MultiHeadAttention):
-            m.sdpa = impl == "sdpa"
+            m.impl = impl
+        if ff_dropout is not None and isinstance(m, (TransformerEncoderLayer, TransformerDecoderLayer)):
+            m.dropout.p = ff_dropout  # between linear1 and linear2
 
 
 @contextlib.contextmanager
@@ -129,15 +136,17 @@ class TransformerMT(nn.Module):
         positions: ``"sinusoidal"`` or ``"learned"`` (:class:`~deepnn.layers.PositionalEncoding`).
         norm_first: pre-norm (``True``) or post-norm.
         tie_embeddings: output projection = embedding matrix.
-        attention: ``"sdpa"`` (fused kernel) or ``"scratch"`` (ours), same math.
+        attention: ``"auto"``, ``"sdpa"`` (fused kernel) or ``"scratch"`` (ours), same math.
         pad_id: the padding token: masked as a key, its embedding kept at zero.
+        ff_dropout: the dropout between the feed-forward network's two layers (``None``: ``dropout``);
+            ``dropout`` still applies to the embeddings and to every sub-layer's output.
     """
 
     def __init__(self, vocab_size: int, d_model: int = 256, nhead: int = 4, num_encoder_layers: int = 3,
                  num_decoder_layers: int = 3, dim_feedforward: int = 1024, dropout: float = 0.1,
                  max_len: int = 128, positions: str = "sinusoidal", norm_first: bool = True,
-                 tie_embeddings: bool = True, attention: str = "sdpa", activation: str = "relu",
-                 pad_id: int = 0) -> None:
+                 tie_embeddings: bool = True, attention: str = "auto", activation: str = "relu",
+                 pad_id: int = 0, ff_dropout: float | None = None) -> None:
         super().__init__()
         for name, value, low in (("vocab_size", vocab_size, 2), ("num_encoder_layers", num_encoder_layers, 1),
                                  ("num_decoder_layers", num_decoder_layers, 1),
@@ -158,7 +167,7 @@ class TransformerMT(nn.Module):
         self.output = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.output.weight = self.embed.tokens.weight
-        _use_attention(self, attention)
+        _configure(self, attention, ff_dropout)
 
     def encode(self, src: torch.Tensor) -> Memory:
         """``src`` ``(B, S)`` → ``(memory (B, S, d), padding (B, S))``, ``padding`` True at ``pad_id``."""
@@ -203,7 +212,8 @@ class CharTransformer(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int = 256, nhead: int = 4, num_layers: int = 4,
                  dim_feedforward: int = 1024, dropout: float = 0.1, max_len: int = 256,
-                 positions: str = "learned", attention: str = "sdpa", activation: str = "gelu") -> None:
+                 positions: str = "learned", attention: str = "auto", activation: str = "gelu",
+                 ff_dropout: float | None = None) -> None:
         super().__init__()
         _check_int("vocab_size", vocab_size, 1)
         _check_int("num_layers", num_layers, 1)
@@ -217,7 +227,7 @@ class CharTransformer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.output = nn.Linear(d_model, vocab_size, bias=False)
         self.output.weight = self.embed.tokens.weight
-        _use_attention(self, attention)
+        _configure(self, attention, ff_dropout)
 
     @property
     def max_context(self) -> int:
@@ -235,16 +245,19 @@ class CharTransformer(nn.Module):
 def transformer_mt(*, vocab_size: int, d_model: int = 256, nhead: int = 4, num_encoder_layers: int = 3,
                    num_decoder_layers: int = 3, dim_feedforward: int = 1024, dropout: float = 0.1,
                    max_len: int = 128, positions: str = "sinusoidal", norm_first: bool = True,
-                   tie_embeddings: bool = True, attention: str = "sdpa", pad_id: int = 0) -> TransformerMT:
+                   tie_embeddings: bool = True, attention: str = "auto", pad_id: int = 0,
+                   ff_dropout: float | None = None) -> TransformerMT:
     """The translation Transformer (T4): 3 + 3 pre-norm layers of width 256 by default."""
     return TransformerMT(vocab_size, d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward,
-                         dropout, max_len, positions, norm_first, tie_embeddings, attention, pad_id=pad_id)
+                         dropout, max_len, positions, norm_first, tie_embeddings, attention, pad_id=pad_id,
+                         ff_dropout=ff_dropout)
 
 
 @register_model(task="language_model", paper="Vaswani et al. 2017; Radford et al. 2018")
 def char_transformer(*, vocab_size: int, d_model: int = 256, nhead: int = 4, num_layers: int = 4,
                      dim_feedforward: int = 1024, dropout: float = 0.1, max_len: int = 256,
-                     positions: str = "learned", attention: str = "sdpa") -> CharTransformer:
+                     positions: str = "learned", attention: str = "auto",
+                     ff_dropout: float | None = None) -> CharTransformer:
     """A decoder-only character Transformer (T4 + R3): 4 pre-norm layers of width 256, 256 characters of context."""
     return CharTransformer(vocab_size, d_model, nhead, num_layers, dim_feedforward, dropout, max_len, positions,
-                           attention)
+                           attention, ff_dropout=ff_dropout)
