@@ -398,8 +398,17 @@ def glance_rows(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = G
         if not found:
             raise UserError(f"no runs of `{command}` among the results read (deepnn.analysis.results.GLANCE "
                             "lists it); pass the folders that hold them")
-        picked += [(label, r) for r in found]
-    return sorted(picked, key=lambda lr: -lr[1].score if lr[1].task == "classification" else lr[1].score)
+        latest: dict[tuple[str, ...], ResultRow] = {}  # one row per machine: the recipe run last (the current one)
+        for r in found:
+            if r.machines not in latest or _finished(r) > _finished(latest[r.machines]):
+                latest[r.machines] = r
+        picked += [(label, r) for r in latest.values()]
+    return sorted(picked, key=lambda lr: -lr[1].score if HIGHER_IS_BETTER[lr[1].task] else lr[1].score)
+
+
+def _finished(row: ResultRow) -> str:
+    """When the row's last run finished (ISO time from results.json; "" when unknown)."""
+    return max((str(read_result(Path(p)).get("finished", "")) for p in row.paths), default="")
 
 
 def glance_markdown(rows: Sequence[ResultRow], glance: Sequence[tuple[str, str]] = GLANCE,
