@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from deepnn.layers import shift_right
 from deepnn.models import create_model
 
-CONFIGS = [(attn, dropout, ff) for attn in ("sdpa", "scratch") for dropout, ff in ((0.1, None), (0.1, 0.0), (0.0, None))]
+CONFIGS = [(attn, dropout, ff) for attn in ("sdpa", "scratch")
+           for dropout, ff in ((0.1, None), (0.1, 0.0), (0.0, None))]
 
 
 def main() -> None:

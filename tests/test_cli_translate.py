@@ -116,7 +116,8 @@ def test_seq2seq_commands_refuse_other_runs(tmp_path: Path, pairs_file: Path) ->
     assert r.returncode == 0, r.stderr
     assert_user_error(deepnn("translate", str(out), "the cat"), "needs a translation run")
     assert_user_error(deepnn("attention", str(out), "the cat"), "needs a translation run")
-    assert_user_error(deepnn("eval", str(out), "--pairs", str(pairs_file)), "--pairs, --beam and --exposure-bias are for translation")
+    assert_user_error(deepnn("eval", str(out), "--pairs", str(pairs_file)),
+                      "--pairs, --beam and --exposure-bias are for translation")
     assert_user_error(deepnn("train", "lenet", "--pairs", str(pairs_file)), "--pairs is for translation models")
     assert_user_error(deepnn("train", "transformer_mt", "--text", str(text)), "--text is for language models")
     assert_user_error(deepnn("train", "transformer_mt", "--epochs", "1"), "--pairs FILE")

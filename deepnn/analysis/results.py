@@ -86,7 +86,8 @@ PAIRS = "../shared/data/translation/en-fr"
 # the translation models' rows: corpus BLEU on 2,000 held-out pairs after 20 minutes of training
 GLANCE_PAIRS = tuple((label, f"deepnn train {name} --pairs {PAIRS}.train.tsv --valid {PAIRS}.valid.tsv --minutes 20 "
                              "--threads 2")
-                     for label, name in (("Transformer", "transformer_mt"), ("RNN + additive attention", "seq2seq_attn")))
+                     for label, name in (("Transformer", "transformer_mt"),
+                                         ("RNN + additive attention", "seq2seq_attn")))
 
 
 @dataclass(frozen=True)
