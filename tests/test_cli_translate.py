@@ -98,6 +98,10 @@ def test_translate_errors(mt_run: Path, tmp_path: Path) -> None:
     assert_user_error(deepnn("eval", str(mt_run), "--pairs", str(empty)), "empty")
 
 
+def test_export_refuses_a_translation_run(mt_run: Path, tmp_path: Path) -> None:
+    assert_user_error(deepnn("export", str(mt_run), "-o", str(tmp_path / "mt.onnx")), "translation model")
+
+
 def test_attention_map(mt_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "attn.png"
     r = deepnn("attention", str(mt_run), "the big bird sees a cat", "-o", str(out))

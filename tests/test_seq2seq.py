@@ -207,3 +207,16 @@ def test_ff_dropout_and_attention_choice_reach_every_layer():
     assert model.embed.dropout.p == 0.1
     with pytest.raises(UserError, match="ff_dropout"):
         create_model("transformer_mt", vocab_size=30, ff_dropout=1.5)
+
+
+def test_char_transformer_exports_to_onnx(tmp_path):
+    """F1 for the Transformer: the causal model, exported and run in ONNX Runtime, gives PyTorch's logits."""
+    pytest.importorskip("onnxruntime")
+    from deepnn.export import LogitsOnly, check_onnx, export_onnx
+
+    torch.manual_seed(0)
+    model = create_model("char_transformer", vocab_size=20, d_model=16, nhead=2, num_layers=1, dim_feedforward=32,
+                         max_len=16).eval()
+    wrapped = LogitsOnly(model).eval()
+    path = export_onnx(wrapped, torch.randint(0, 20, (2, 16)), tmp_path / "char.onnx", input_name="tokens")
+    assert check_onnx(path, wrapped, torch.randint(0, 20, (4, 16)), input_name="tokens") < 1e-4

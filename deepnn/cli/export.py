@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else folder / "model.onnx"
     if out.is_dir() or (args.out or "").endswith(("/", os.sep)):
         raise UserError(f"-o {args.out or out} names a folder; give a file name such as {out / 'model.onnx'}")
+    if loaded.kind.task == "seq2seq":
+        raise UserError(f"{loaded.cfg.model.name} is a translation model (two inputs, a decoding loop); export covers "
+                        "image classifiers and language models, e.g. a char_transformer run")
     g = torch.Generator().manual_seed(0)
     if loaded.kind.task == "language_model":
         model, name = LogitsOnly(model).eval(), "tokens"
