@@ -5,7 +5,7 @@
 #   bash benchmarks/nas.sh            (about 30 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=1 DEEPNN_DATA="${DEEPNN_DATA:-$(cd .. && pwd)/shared/data}"
 for seed in 0 1 2; do
   for strategy in rl random; do
     .venv/bin/deepnn nas search --strategy "$strategy" --trials 100 --workers 2 --seed "$seed" --quiet \
