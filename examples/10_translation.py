@@ -2,8 +2,8 @@
 
 1. The data: English→French pairs (``source<TAB>target``), one sentencepiece vocabulary for both languages,
    the pieces of a sentence, and length-bucketed batches with their padded fraction.
-2. A small Transformer (``transformer_mt``) trained for ~20 seconds with ``deepnn.runs.train_run`` (the
-   function behind ``deepnn train``) on the first 6,000 pairs — far too short to translate well, long enough
+2. A small Transformer (``transformer_mt``) trained for ~10 seconds with ``deepnn.runs.train_run`` (the
+   function behind ``deepnn train``) on the first 4,000 pairs — far too short to translate well, long enough
    to see the loss fall and the decoding machinery work; pass ``--run RUN`` to use a run trained with
    ``benchmarks/translation.sh`` instead.
 3. Greedy decoding vs beam search on a few sentences, corpus BLEU and chrF (sacrebleu) on held-out pairs.
@@ -11,7 +11,7 @@
 5. The cross-attention of the last decoder layer, printed as a table: which source piece each output
    piece looked at most.
 
-Run:  DEEPNN_DATA=../shared/data python examples/10_translation.py [--seconds 20] [--run RUN_FOLDER]
+Run:  DEEPNN_DATA=../shared/data python examples/10_translation.py [--seconds 10] [--run RUN_FOLDER]
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def pairs_path() -> Path:
 def main() -> None:
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=20, help="training time budget (default 20)")
-    p.add_argument("--pairs", type=int, default=6000, help="pairs of en-fr.train.tsv to use (default 6000)")
+    p.add_argument("--seconds", type=float, default=10, help="training time budget (default 10)")
+    p.add_argument("--pairs", type=int, default=4000, help="pairs of en-fr.train.tsv to use (default 4000)")
     p.add_argument("--run", type=Path, help="a trained translation run to use instead of training one")
     args = p.parse_args()
 
@@ -71,8 +71,8 @@ def main() -> None:
             "model": {"name": "transformer_mt", "args": {"d_model": 128, "nhead": 4, "num_encoder_layers": 2,
                                                           "num_decoder_layers": 2, "dim_feedforward": 256,
                                                           "dropout": 0.1}},
-            "data": {"path": str(small), "holdout_pairs": 300, "vocab_size": 1000, "max_tokens": 2048,
-                     "bleu_sentences": 100},
+            "data": {"path": str(small), "holdout_pairs": 100, "vocab_size": 1000, "max_tokens": 2048,
+                     "bleu_sentences": 50},
             "optim": {"name": "adamw", "lr": 2e-3, "betas": [0.9, 0.98]},
             "sched": {"name": "cosine", "warmup_epochs": 0.3, "final_lr_ratio": 0.05},
             "train": {"epochs": 50, "max_minutes": args.seconds / 60, "label_smoothing": 0.1, "grad_clip": 1.0,
@@ -82,7 +82,7 @@ def main() -> None:
         print(f"\nT4  transformer_mt (2 + 2 layers of 128), {args.seconds:g} s of training into {run_dir}")
         results = train_run(cfg, run_dir, command="python examples/10_translation.py")
         print(f"    {results['steps']} steps, {results['tokens_per_s']:,.0f} target tokens/s; test BLEU "
-              f"{results['test_bleu']:.1f} greedy, {results['test_bleu_beam4']:.1f} beam 4 (300 held-out pairs)")
+              f"{results['test_bleu']:.1f} greedy, {results['test_bleu_beam4']:.1f} beam 4 (100 held-out pairs)")
         args.run = run_dir
 
     loaded, tokenizer = seq2seq_run(load_run(args.run), "examples/10_translation.py")
@@ -94,7 +94,7 @@ def main() -> None:
         print(f"    {s!r}\n      greedy {g!r}\n      beam 4 {b!r}")
 
     kind = Translation()
-    test = kind.splits(loaded.cfg)[0]["test"][:100]
+    test = kind.splits(loaded.cfg)[0]["test"][:50]
     hyps = translate(model, tokenizer, [s for s, _ in test])
     scores = translation_scores(hyps, [t for _, t in test])
     print(f"    corpus BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} on {len(test)} held-out pairs (greedy)")

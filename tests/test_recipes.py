@@ -31,7 +31,7 @@ def test_recipe_parses_names_its_model_and_builds(stem: str) -> None:
     cfg.validate()  # every value in range
     assert cfg.model.name == model
     assert path.read_text().startswith("# ")  # says what it is for and where its results are
-    if model_info(model).task == "language_model":  # cosine over the (time-budgeted) planned steps
+    if model_info(model).task in ("language_model", "seq2seq"):  # cosine over the time-budgeted planned steps
         assert cfg.sched.name == "cosine"
         create_model(model, vocab_size=84, **cfg.model.args)  # the builder takes model.args
         return

@@ -78,7 +78,7 @@ def plot_attention(maps: AttentionMaps, path: str | Path, heads: str = "all") ->
     S, T = len(maps.source), len(maps.target)
     cell = 0.32
     fig, axes = plt.subplots(len(grids), cols, squeeze=False,
-                             figsize=(max(3.0, cols * (S * cell + 1.2)), max(2.5, len(grids) * (T * cell + 1.0))))
+                             figsize=(max(4.5, cols * (S * cell + 1.2)), max(2.5, len(grids) * (T * cell + 1.0) + 0.4)))
     for r, (name, g) in enumerate(grids):
         for c in range(cols):
             ax = axes[r][c]
@@ -89,6 +89,6 @@ def plot_attention(maps: AttentionMaps, path: str | Path, heads: str = "all") ->
             ax.set_xticks(range(S), maps.source, rotation=90, fontsize=7)
             ax.set_yticks(range(T), maps.target, fontsize=7)
             ax.set_title(f"{name}" + ("" if g.shape[0] == 1 else f", head {c}"), fontsize=8)
-    fig.suptitle(f"cross-attention: {maps.translation[:80]}", fontsize=9)
+    fig.suptitle(f"cross-attention\n{maps.translation[:60]}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -346,8 +346,8 @@ def results_markdown(rows: Sequence[ResultRow]) -> str:
             "Translation: corpus BLEU and chrF (sacrebleu, cased, detokenised) of greedy decoding and of beam search "
             "on the test pairs, which training never saw: mean ± sample standard deviation over the seeds listed. "
             "Val BLEU: greedy, on the validation sample of the last record (the weights tested). Train time: "
-            "seconds of training per run (validation excluded), mean. " + RATE_NOTE.format(unit="tokens")
-            + " (target tokens). Commands show the seed as `{seed}`.",
+            "seconds of training per run (validation excluded), mean. " + RATE_NOTE.format(unit="target tokens")
+            + " Commands show the seed as `{seed}`.",
             "model,seeds,test BLEU greedy,test BLEU beam,test chrF greedy,train time (s),tokens/s,params,precision,"
             "machine,val BLEU,command",
             [[r.model, ", ".join(map(str, r.seeds)), _mean_std(r.scores, 1, 2), _beam(r), _field(r, "test_chrf"),

@@ -101,7 +101,9 @@ def evaluate_translation(args: argparse.Namespace, loaded: LoadedRun, task: obje
             print(f"warning: {f.warning()}", file=sys.stderr)
         pairs, what = f.pairs, args.pairs
     else:
-        pairs, what = loaded.kind.splits(cfg)[0][args.split], f"{cfg.data.path} {args.split}"
+        given = cfg.data.valid_path if args.split == "val" else cfg.data.test_path
+        pairs = loaded.kind.splits(cfg)[0][args.split]
+        what = given or f"{cfg.data.path} {args.split} (cut from its end)"
     beams = (1,) if beam == 1 else (1, beam)
     loader = loaded.kind.evaluation(task.tokenizer, pairs, loaded.model.max_len, cfg.data.max_tokens, None, beams)
     if args.exposure_bias:

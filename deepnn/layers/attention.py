@@ -147,7 +147,8 @@ def attention(
         if mask.dtype != torch.bool:
             raise UserError(f"the attention mask must be boolean (True = may attend), got {mask.dtype}; "
                             "build it with a comparison or causal_mask, or convert with mask.bool()")
-        if not mask.any(dim=-1).all():
+        tracing = torch.compiler.is_compiling() or getattr(torch.compiler, "is_exporting", lambda: False)()
+        if not tracing and not mask.any(dim=-1).all():  # a data-dependent check: left out of traced graphs
             raise UserError("the attention mask leaves a query with no key to attend to (a row with no True); "
                             "its softmax would be 0/0. Let every query attend to at least one key")
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -175,7 +176,7 @@ class MultiHeadAttention(nn.MultiheadAttention):
     with PyTorch's fused ``F.scaled_dot_product_attention`` when the weights are not asked for — the same
     function as :func:`attention` (``tests/test_seq2seq.py`` checks them against each other) — or ``"auto"``:
     the fused kernel on accelerators, ours on the CPU (where the fused kernel's backward pass made a
-    translation Transformer's training step 1.3× slower, docs/benchmarks.md); ``keep_weights = True``
+    translation Transformer's training step 1.3–1.4× slower, docs/benchmarks.md); ``keep_weights = True``
     stores every call's per-head weights ``(B, h, T_q, T_k)`` in ``last_weights``, for attention maps
     (:mod:`deepnn.analysis.attention_maps`).
 
