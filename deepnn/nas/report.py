@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.gradflow import save_figure
 from ..errors import UserError
 from .runner import SETTINGS, read_trials
 
@@ -87,12 +88,7 @@ def report(dirs: list[str], output: str | Path, top: int = 10) -> str:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        fig.savefig(out, dpi=110)
-    except OSError as e:
-        raise UserError(f"cannot write -o {out}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
 
     lines = ["| search | strategy | seed | trials | failed | cached | best val acc | mean of top 5 | wall time (min) |",
              "|---|---|---|---|---|---|---|---|---|"]
