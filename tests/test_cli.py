@@ -64,6 +64,93 @@ def test_eval(run_dir: Path) -> None:
     assert "accuracy" in r.stdout and "Ankle b" in r.stdout and "(10000 examples)" in r.stdout
 
 
+def test_eval_draws_the_printed_confusion_matrix_and_the_curves(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deepnn.analysis.confusion as confusion
+    import deepnn.train.plot as plot
+    from deepnn.cli import main
+    from deepnn.train.plot import read_metrics
+
+    figures, curves = [], []  # what was drawn: spies on the two drawing functions
+    real_figure, real_curves = confusion.confusion_figure, plot.plot_curves
+
+    def figure_spy(*args, **kwargs):
+        figures.append(real_figure(*args, **kwargs))
+        return figures[-1]
+
+    def curves_spy(records, *args, **kwargs):
+        curves.append(records)
+        return real_curves(records, *args, **kwargs)
+
+    monkeypatch.setattr(confusion, "confusion_figure", figure_spy)
+    monkeypatch.setattr(plot, "plot_curves", curves_spy)
+    cm, cu = tmp_path / "cm.png", tmp_path / "curves.png"
+    assert main(["eval", str(run_dir), "--confusion-png", str(cm), "--curves-png", str(cu)]) == 0
+    out = capsys.readouterr().out
+    printed = [[int(v) for v in line.split()[-10:]] for line in out.splitlines()[3:13]]
+    assert out.splitlines()[2].startswith("true \\ pred") and len(printed) == 10
+    assert printed == json.loads((run_dir / "results.json").read_text())["confusion"]  # what results.json says
+    assert len(figures) == 1 and [int(t.get_text()) for t in figures[0].axes[0].texts] == sum(printed, [])
+    assert cm.read_bytes()[:4] == b"\x89PNG" and f"wrote {cm}" in out
+    assert curves == [read_metrics(run_dir / "metrics.jsonl")] and len(curves[0]) == 1  # one epoch, one record
+    assert cu.read_bytes()[:4] == b"\x89PNG" and f"wrote {cu}" in out
+
+
+def test_confusion_figure_holds_the_counts_and_the_row_shares() -> None:
+    import matplotlib.pyplot as plt
+
+    from deepnn.analysis.confusion import confusion_figure
+    from deepnn.errors import UserError
+
+    fig = confusion_figure([[3, 1, 0], [0, 0, 0], [2, 2, 4]], ["a", "b", "c"], "toy")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["3", "1", "0", "0", "0", "0", "2", "2", "4"]  # row by row
+    np.testing.assert_allclose(ax.images[0].get_array(), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0.25, 0.5]])
+    for ticks in (ax.get_yticklabels(), ax.get_xticklabels()):
+        assert [t.get_text() for t in ticks] == ["a", "b", "c"]
+    assert ax.get_ylabel() == "true class" and ax.get_title() == "toy: accuracy 0.5833 on 12 examples"
+    plt.close(fig)
+    with pytest.raises(UserError, match="there are 2 classes"):
+        confusion_figure([[1, 2, 3]], ["a", "b"])
+
+
+def test_eval_picture_options_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deepnn.cli import main
+
+    for option, path, message in [("--confusion-png", "cm.txt", "give a path ending in .png"),
+                                  ("--curves-png", "no/such/dir/c.png", "does not exist; create it first")]:
+        assert main(["eval", str(run_dir), option, str(tmp_path / path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    bare = tmp_path / "bare"  # a checkpoint without its metrics.jsonl
+    bare.mkdir()
+    (bare / "last.safetensors").write_bytes((run_dir / "last.safetensors").read_bytes())
+    assert main(["eval", str(bare), "--curves-png", str(tmp_path / "c.png")]) == 2
+    assert "holds no metrics.jsonl records" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
+    # a checkpoint file: the curves come from the folder it is in
+    assert main(["eval", str(run_dir / "last.safetensors"), "--curves-png", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_pictures_of_a_language_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deepnn.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 60)
+    run = tmp_path / "lm"
+    assert main(["train", "char_gru", "--text", str(text), "--epochs", "1", "--batch-size", "8", "--threads", "1",
+                 "--set", "model.args.hidden_size=16", "--set", "model.args.num_layers=1", "--set", "data.seq_len=16",
+                 "--set", "train.precision=fp32", "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--confusion-png", str(tmp_path / "cm.png")]) == 2
+    assert "--confusion-png is for image classifiers; char_gru is a language_model model" in capsys.readouterr().err
+    assert main(["eval", str(run), "--curves-png", str(tmp_path / "curves.png")]) == 0
+    assert "nats/char" in capsys.readouterr().out and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "cm.png").exists()
+
+
 def test_predict_any_size_image(run_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -42,6 +42,17 @@ def test_grid_of_user_image(tmp_path: Path) -> None:
     assert len(np.unique(colours, axis=0)) > 20  # images were drawn, not an empty figure
 
 
+@pytest.mark.parametrize("name", ["grid.jpg", "grid.JPEG"])
+def test_grid_as_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    out = tmp_path / name
+    assert main(["kernels", str(_rgb_png(tmp_path / "photo.png")), "-o", str(out)]) == 0
+    assert f"wrote {out} (8 kernels on photo.png" in capsys.readouterr().out
+    with Image.open(out) as im:
+        assert im.format == "JPEG" and im.size == (900, 960)
+        pixels = np.asarray(im.convert("RGB"))
+    assert (pixels[40:300, 20:290, 0] > 200).any() and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
 def test_grey_image_stays_one_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     Image.fromarray(np.tile(np.arange(0, 250, 10, dtype=np.uint8), (12, 1))).save(tmp_path / "grey.png")
     assert main(["kernels", str(tmp_path / "grey.png"), "-o", str(tmp_path / "g.png")]) == 0
@@ -86,7 +97,7 @@ def test_missing_image_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args,message", [
     (["{tmp}/not_an_image.png"], "cannot read"),
     (["{tmp}/photo.png", "-o", "{tmp}/missing/dir/out.png"], "does not exist; create it first"),
-    (["{tmp}/photo.png", "-o", "{tmp}/out.jpg"], "give a path ending in .png"),
+    (["{tmp}/photo.png", "-o", "{tmp}/out.gif"], "give a path ending in .png or .jpg"),
     (["{tmp}/photo.png", "--max-side", "2"], "--max-side must be at least 3"),
     (["--learn", "{tmp}/photo.png"], "takes no IMAGE"),
     (["--learn", "--steps", "0"], "steps must be at least 1"),

@@ -4,12 +4,17 @@ By default it reports exactly what the run's ``results.json`` reports: the same 
 average when the run kept one, else the final weights of ``last.safetensors``), the same split and
 the same test-time settings (flip TTA for images). ``--checkpoint best`` scores the best validated
 weights instead. The line says which weights were used.
+
+Pictures: ``--confusion-png cm.png`` draws the printed confusion matrix of an image classifier;
+``--curves-png curves.png`` redraws the run's training curves from its ``metrics.jsonl`` (the trainer's
+``curves.png``, into any path).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..data import TensorLoader, load_image_data
 from ..data.text import CharVocab, eval_windows, load_text_data, read_text
@@ -33,7 +38,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                             "(default: the run's train.beam_size)")
     p.add_argument("--exposure-bias", action="store_true",
                    help="translation: teacher-forced vs free-running loss and BLEU of the same model (T5)")
+    pictures = p.add_argument_group("pictures")
+    pictures.add_argument("--confusion-png", metavar="PNG",
+                          help="image classifiers: also draw the printed confusion matrix into this PNG")
+    pictures.add_argument("--curves-png", metavar="PNG",
+                          help="also redraw the run's training curves (loss and metric per epoch, train and "
+                               "validation, from its metrics.jsonl) into this PNG")
     p.set_defaults(func=run)
+
+
+def _check_png(option: str, path: str | None) -> Path | None:
+    """``path`` as a Path if it can take a PNG (checked before the evaluation runs), else a UserError."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"{option} {path!r}: the picture is written as PNG; give a path ending in .png")
+    if not out.parent.is_dir():
+        raise UserError(f"{option} {path!r}: folder {str(out.parent)!r} does not exist; create it first")
+    return out
+
+
+def draw_curves(loaded: LoadedRun, task: object, out: Path) -> None:
+    """The run's ``curves.png`` again, from its ``metrics.jsonl``, into ``out``."""
+    from ..train.plot import plot_curves, read_metrics
+
+    folder = loaded.path.parent if loaded.path.is_file() else loaded.path
+    records = read_metrics(folder / "metrics.jsonl")
+    if not records:
+        raise UserError(f"{folder} holds no metrics.jsonl records to draw curves from")
+    title = f"{loaded.cfg.model.name} on {Path(str(loaded.meta['data'].get('dataset', ''))).name}"
+    try:
+        plot_curves(records, out, title, task.metric)
+    except OSError as e:
+        raise UserError(f"cannot write {str(out)!r} ({e.strerror or e}); choose a writable path") from None
+    print(f"wrote {out} (training curves, {len(records)} validation records of {folder / 'metrics.jsonl'})")
 
 
 def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
@@ -50,9 +89,15 @@ def run(args: argparse.Namespace) -> int:
     cfg, meta = loaded.cfg, loaded.meta
     task = loaded.kind.make_task(cfg, meta["data"])
     head = f"{cfg.model.name} ({loaded.weights} weights of {loaded.path.name}, step {meta['global_step']})"
+    confusion_png = _check_png("--confusion-png", args.confusion_png)
+    curves_png = _check_png("--curves-png", args.curves_png)
+    if confusion_png is not None and loaded.kind.task != "classification":
+        raise UserError(f"--confusion-png is for image classifiers; {cfg.model.name} is a {loaded.kind.task} model")
     if loaded.kind.task != "seq2seq" and (args.pairs or args.beam is not None or args.exposure_bias):
         raise UserError(f"--pairs, --beam and --exposure-bias are for translation runs; {cfg.model.name} is a "
                         f"{loaded.kind.task} model")
+    if curves_png is not None:
+        draw_curves(loaded, task, curves_png)
     if loaded.kind.task == "seq2seq":
         return evaluate_translation(args, loaded, task, head)
     if loaded.kind.task == "language_model":
@@ -81,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{head} on {cfg.data.name} {args.split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  "
           f"({len(y)} examples{', flip TTA' if cfg.train.tta_flip else ''})")
     print(format_confusion(m["confusion"], classes))
+    if confusion_png is not None:
+        from ..analysis.confusion import plot_confusion
+
+        title = f"{cfg.model.name}, {cfg.data.name} {args.split}"
+        plot_confusion(m["confusion"], classes, confusion_png, title)
+        print(f"wrote {confusion_png} (the confusion matrix above)")
     return 0
 
 

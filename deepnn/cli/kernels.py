@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..analysis.gradflow import save_figure
 from ..errors import UserError
 from ..ops import IMAGE_KERNELS, apply_kernels, learn_kernel, vertical_edge_example
 
@@ -32,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "deepnn kernels --learn",
     )
     p.add_argument("image", nargs="?", help="image file (default: a Fashion-MNIST test image)")
-    p.add_argument("-o", "--output", default="kernels.png", help="PNG to write (default: kernels.png)")
+    p.add_argument("-o", "--output", default="kernels.png",
+                   help="PNG to write, or JPEG when it ends in .jpg (a photograph's grid at a third of the "
+                        "size; default: kernels.png)")
     p.add_argument("--max-side", type=int, default=1024,
                    help="scale larger images down to this many pixels on the long side, keeping the aspect "
                         "ratio (default 1024)")
@@ -80,7 +83,8 @@ def _user_image(path: str, max_side: int) -> tuple[torch.Tensor, str]:
 
 
 def plot_grid(image: torch.Tensor, filtered: dict[str, torch.Tensor], out: Path, title: str) -> None:
-    """Save the input and each filtered ``(C, H, W)`` image as one 3×3 grid, clipped to [0, 1]."""
+    """Save the input and each filtered ``(C, H, W)`` image as one 3×3 grid, clipped to [0, 1]
+    (PNG, or JPEG when ``out`` ends in .jpg / .jpeg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,13 +101,7 @@ def plot_grid(image: torch.Tensor, filtered: dict[str, torch.Tensor], out: Path,
         ax.axis("off")
     fig.suptitle(f"Lecture C3: image kernels (slide values / 9) on {title}")
     fig.tight_layout()
-    try:
-        fig.savefig(out, dpi=100)
-    except OSError as e:
-        reason = e.strerror or e
-        raise UserError(f"cannot write {str(out)!r} ({reason}); choose a writable path with -o") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
 
 
 def _learn(args: argparse.Namespace) -> int:
@@ -124,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--learn uses the lecture's edge example and takes no IMAGE; drop one of them")
         return _learn(args)
     out = Path(args.output)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"-o {args.output!r}: the grid is written as PNG; give a path ending in .png")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"-o {args.output!r}: the grid is written as PNG or JPEG; give a path ending in .png "
+                        "or .jpg")
     if not out.parent.is_dir():
         raise UserError(f"-o {args.output!r}: folder {str(out.parent)!r} does not exist; create it first")
     if args.image:
