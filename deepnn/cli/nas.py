@@ -70,15 +70,28 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
                     "1 epoch on 5,000 training images, 1 thread; --config/--set change it as for deepnn train); its "
                     "validation accuracy is the reward. Every finished trial is appended to OUT/trials.jsonl; the "
                     "controller is saved after each update; --resume continues a killed search without losing or "
-                    "repeating a trial.",
+                    "repeating a trial. --backend ray trains the children as Ray tasks on an existing cluster "
+                    "(pip install 'deepnn[ray]'); every node needs deepnn installed and finds the data as `deepnn "
+                    "train` does there: set DEEPNN_DATA (or --set data.data_dir=...) to a folder holding it on "
+                    "each node. The records are the same with either backend.",
         epilog="examples:\n  deepnn nas search --trials 100 --workers 2 --out nas/rl-s0 --seed 0\n"
                "  deepnn nas search --strategy random --trials 100 --workers 2 --out nas/random-s0 --seed 0\n"
                "  deepnn nas search --out nas/rl-s0 --resume\n"
-               "  deepnn nas search --trials 20 --out nas/t --set data.train_subset=1000 --set train.max_minutes=0.2",
+               "  deepnn nas search --trials 20 --out nas/t --set data.train_subset=1000 --set train.max_minutes=0.2\n"
+               "  deepnn nas search --trials 500 --workers 32 --backend ray --ray-address HEAD:6379 --out nas/rl-big\n"
+               "  deepnn nas search --trials 20 --workers 2 --backend ray --out nas/t   # a local Ray instance",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="the search folder (new or empty, or with --resume)")
     p.add_argument("--trials", type=int, help=f"children to evaluate (default {d.trials})")
-    p.add_argument("--workers", type=int, help="children trained at once, one process and one thread each (default 1)")
+    p.add_argument("--workers", type=int, help="children trained at once, one process and one thread each; with "
+                                                "--backend ray the Ray tasks in flight (default 1)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where children train: local processes (default), or Ray tasks (num_cpus=1 each) on the "
+                        "cluster at --ray-address; each node needs DEEPNN_DATA (or data.data_dir) set there")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="the Ray cluster to join, e.g. HEAD:6379, or auto for one `ray start` began on this machine "
+                        "(default: RAY_ADDRESS; without either, a local Ray instance with --workers CPUs is started "
+                        "and stopped)")
     p.add_argument("--strategy", choices=["rl", "random"], help="REINFORCE controller or random search (default rl)")
     p.add_argument("--seed", type=int, help="seeds the controller, the data split and every child (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out (its settings are kept)")
@@ -138,6 +151,8 @@ def run_search_cmd(args: argparse.Namespace) -> int:
 
     from ..nas.runner import SearchSettings, run_search
 
+    if args.ray_address is not None and args.backend != "ray":
+        raise UserError("--ray-address needs --backend ray")
     settings = SearchSettings()
     for flag in ("trials", "workers", "strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
                  "max_params"):
@@ -175,7 +190,8 @@ def run_search_cmd(args: argparse.Namespace) -> int:
         print(f"trial {r['trial'] + 1:>{width}}/{settings.trials}  {r['arch']:<40}  reward {r['reward']:.4f}  "
               f"best {best:.4f}  ({how}, {r['worker']})", flush=True)
 
-    records = run_search(args.out, settings, child, resume=args.resume, on_trial=progress)
+    records = run_search(args.out, settings, child, resume=args.resume, on_trial=progress, backend=args.backend,
+                         ray_address=args.ray_address)
     top = sorted(records, key=lambda r: (-r["reward"], r["trial"]))[:5]
     print(f"{len(records)} trials in {args.out}/trials.jsonl; best architectures (validation accuracy):")
     for r in top:

@@ -20,6 +20,23 @@ killed at any moment resumes from the last saved update: the controller samples 
 the others are trained; so no trial is lost or repeated. Child ``t`` trains with seed
 :func:`child_seed` ``(seed, t)`` and the data split depends only on the search seed, so a parallel
 search writes the same records as a serial one, order aside (``time_s``, ``wall_s``, ``worker`` aside).
+
+Where the children train is the *backend*, a choice of :func:`run_search` (``--backend``) that changes
+no record; only the dispatch differs (:class:`Backend`: jobs in, records out as each child ends), the
+recording, caching and resuming above are one code path for all:
+
+* ``"local"`` (default): in this process (``workers=1``) or in ``workers`` spawned processes
+  (:class:`concurrent.futures.ProcessPoolExecutor`), one torch thread each;
+* ``"ray"``: each child is a Ray task (``num_cpus=1``, one torch thread) calling the same
+  :func:`evaluate_child`, on an existing cluster (``ray.init(address=...)``, the address from
+  ``ray_address`` or ``RAY_ADDRESS``) or, without one, on a local Ray instance of ``workers`` CPUs;
+  at most ``workers`` tasks are in flight and the driver appends their records as they finish
+  (``ray.wait``). Ray schedules the tasks; nothing here places them. Ray is an optional extra
+  (``pip install 'deepnn[ray]'``). A job carries the children's config, not the data: every Ray
+  node loads the data itself as ``deepnn train`` does there, so set ``DEEPNN_DATA`` (or
+  ``data.data_dir``) to a folder holding it on every node, and install deepnn there too.
+
+A search started with one backend may be resumed with the other.
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ from .controller import ChildSpace, Controller
 
 TRIALS, SETTINGS, STATE = "trials.jsonl", "settings.json", "controller.safetensors"
 STRATEGIES = ("rl", "random")
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -54,7 +72,8 @@ class SearchSettings:
         trials: children to evaluate in all.
         strategy: ``"rl"`` (the controller, REINFORCE) or ``"random"`` (uniform over the same space).
         seed: seeds the controller, its samples, the data split and every child (with its trial index).
-        workers: child trainings at once (local processes, one torch thread each); no effect on the results.
+        workers: child trainings at once (local processes, or Ray tasks in flight, one torch thread each);
+            no effect on the results.
         archs_per_update: architectures per controller update (the batch of one REINFORCE step).
         controller_lr, entropy_weight, baseline_decay, hidden_size: the controller's Adam learning rate,
             entropy bonus ``β``, moving-average decay ``d`` of the baseline and LSTM width ``H``.
@@ -180,6 +199,17 @@ def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
 
 def _init_worker() -> None:
     torch.set_num_threads(1)
+
+
+def _evaluate_child_on_ray(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`evaluate_child` inside a Ray task: one torch thread, and the node's host name in ``worker``
+    (process ids repeat across machines)."""
+    import socket
+
+    _init_worker()
+    record = evaluate_child(job)
+    record["worker"] = f"{socket.gethostname()}/{record['worker']}"
+    return record
 
 
 # --------------------------------------------------------------------------- the record
@@ -322,23 +352,111 @@ def check_folder(out: Path, resume: bool) -> None:
         raise UserError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable folder") from None
 
 
-def _executor(workers: int) -> ProcessPoolExecutor | None:
-    if workers <= 1:
-        return None
-    import multiprocessing as mp
+class Backend:
+    """Where the children train: the one thing that differs between ``--backend local`` and ``ray``.
 
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    :meth:`run` takes the jobs of one batch (the dicts :func:`evaluate_child` takes) and yields their
+    records as each child ends, in any order; :meth:`close` frees the workers (also after an error).
+    """
 
-
-def _run_jobs(jobs: list[dict[str, Any]], pool: ProcessPoolExecutor | None) -> Iterator[dict[str, Any]]:
-    """Records of ``jobs`` as each child ends (in order when serial)."""
-    if pool is None:
+    def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Train the children of ``jobs``; yield each record when its child ends."""
         for job in jobs:
             yield evaluate_child(job)
-        return
-    futures: list[Future] = [pool.submit(evaluate_child, job) for job in jobs]
-    for fut in as_completed(futures):
-        yield fut.result()
+
+    def close(self) -> None:
+        """Free the workers; pending children are dropped (a resumed search trains them)."""
+
+
+class LocalPool(Backend):
+    """``workers`` spawned processes, one torch thread each (:class:`ProcessPoolExecutor`)."""
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing as mp
+
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+
+    def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        futures: list[Future] = [self.pool.submit(evaluate_child, job) for job in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line :class:`UserError` naming the install command."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray, which is not installed; fix: pip install 'deepnn[ray]'") from None
+    return ray
+
+
+class RayPool(Backend):
+    """Each child a Ray task (``num_cpus=1``), at most ``workers`` in flight; Ray places them.
+
+    Args:
+        workers: tasks in flight at once (and the CPUs of a local instance started here).
+        address: the cluster to join (``ray.init(address=...)``); ``None``: ``RAY_ADDRESS``, else a new
+            local instance with ``workers`` CPUs, shut down by :meth:`close`. A Ray already initialized in
+            this process (``ray.is_initialized()``) is used as it is and left running.
+    """
+
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        import logging
+
+        ray = self.ray = import_ray()
+        self.workers, self.in_flight = workers, []
+        self.owned = not ray.is_initialized()
+        if self.owned:
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+                else:
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"cannot connect to {where} ({first}); check --ray-address / RAY_ADDRESS "
+                                f"(`ray status` on the head node prints it)") from None
+        self.task = ray.remote(num_cpus=1)(_evaluate_child_on_ray)
+
+    def _get(self, ref: Any) -> dict[str, Any]:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, UserError):  # e.g. a missing dataset on that node: one line, as locally
+                raise e.cause from None
+            raise
+
+    def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        queue = list(reversed(jobs))
+        while queue or self.in_flight:
+            while queue and len(self.in_flight) < self.workers:
+                self.in_flight.append(self.task.remote(queue.pop()))
+            ready, self.in_flight = self.ray.wait(self.in_flight, num_returns=1)
+            yield self._get(ready[0])
+
+    def close(self) -> None:
+        for ref in self.in_flight:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - a task that ended meanwhile cannot be cancelled: nothing to do
+                pass
+        self.in_flight = []
+        if self.owned:
+            self.ray.shutdown()
+
+
+def open_backend(backend: str, workers: int, ray_address: str | None = None) -> Backend:
+    """The :class:`Backend` named ``backend`` (one of :data:`BACKENDS`) with ``workers`` children at once."""
+    if backend == "ray":
+        return RayPool(workers, ray_address)
+    return LocalPool(workers) if workers > 1 else Backend()
 
 
 def sample_batch(state: SearchState, settings: SearchSettings, first: int, n: int
@@ -378,13 +496,28 @@ def reinforce_batch(state: SearchState, settings: SearchSettings, rewards: list[
 
 def run_search(out: str | Path, settings: SearchSettings | None = None, child: Config | None = None, *,
                resume: bool = False, on_trial: Callable[[dict[str, Any], float], None] | None = None,
-               ) -> list[dict[str, Any]]:
-    """Run (or continue, with ``resume``) a search into the folder ``out``; returns every record by trial.
+               backend: str = "local", ray_address: str | None = None) -> list[dict[str, Any]]:
+    """Run (or continue, with ``resume``) a search into the folder ``out`` (Zoph & Le 2017, or random search).
 
-    A new search writes ``settings`` and ``child`` (default :func:`proxy_config`) to ``settings.json``; a
-    resumed one reads them from there (``settings.trials`` / ``workers``, when given, may change).
-    ``on_trial(record, best_so_far)`` is called as each record is appended.
+    Args:
+        out: the search folder: new or empty, or (``resume``) one holding a search.
+        settings: the search; a new search writes it and ``child`` to ``settings.json``, a resumed one reads
+            them from there (``settings.trials`` / ``workers``, when given, may change).
+        child: the children's training config (default :func:`proxy_config`).
+        resume: continue the search in ``out`` (started with either backend).
+        on_trial: ``on_trial(record, best_so_far)`` is called as each record is appended.
+        backend: where children train, ``"local"`` or ``"ray"`` (see the module docstring); the records
+            are the same (``time_s``, ``wall_s``, ``worker`` aside).
+        ray_address: with ``backend="ray"``, the cluster to join (default ``RAY_ADDRESS``, else a local
+            Ray instance of ``settings.workers`` CPUs).
+
+    Returns:
+        Every record of the folder's ``trials.jsonl``, by trial.
     """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "ray":
+        import_ray()  # before anything is written
     folder = Path(out)
     check_folder(folder, resume)
     if resume:
@@ -398,9 +531,6 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
         child = child or proxy_config()
         child.validate()
         child_dict = child.to_dict()
-        settings.check()
-        _atomic(folder / SETTINGS, lambda p: p.write_text(json.dumps(
-            {"search": dataclasses.asdict(settings), "child": child_dict}, indent=1)))
     settings.check()
     _data(Config.from_dict(child_dict, "search settings"), settings.seed)  # the data exists: before any trial
     done = {r["trial"]: r for r in read_trials(folder, repair=True)}
@@ -410,8 +540,8 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
             cache.setdefault(r["arch"], r)
     state = SearchState.load(folder, settings) if resume else SearchState.fresh(settings)
     best = max((r["reward"] for r in done.values()), default=0.0)
+    pool = open_backend(backend, settings.workers, ray_address)  # Ray's start-up is no search time
     session_start = time.perf_counter()
-    pool = _executor(settings.workers)
 
     def finish(record: dict[str, Any], extra: dict[int, dict[str, Any]], records: dict[int, dict[str, Any]],
                session_start: float) -> None:
@@ -425,6 +555,9 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
             on_trial(record, best)
 
     try:
+        if not resume:  # once the data and the workers are there: a folder left empty can be used again
+            _atomic(folder / SETTINGS, lambda p: p.write_text(json.dumps(
+                {"search": dataclasses.asdict(settings), "child": child_dict}, indent=1)))
         while state.next_trial < settings.trials:
             first = state.next_trial
             n = min(settings.archs_per_update, settings.trials - first)
@@ -447,7 +580,7 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
             extra = {t: {"update": state.update, "entropy": float(entropies[t - first].detach()) if entropies else None}
                      for t in range(first, first + n)}
 
-            for record in _run_jobs(jobs, pool):
+            for record in pool.run(jobs):
                 cache.setdefault(record["arch"], record)
                 finish(record, extra, records, session_start)
             for t, arch in repeats:
@@ -466,6 +599,5 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
             session_start = time.perf_counter()
             state.save(folder)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.close()
     return sorted(read_trials(folder), key=lambda r: r["trial"])
