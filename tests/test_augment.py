@@ -76,6 +76,38 @@ def test_batch_augment_is_seeded_and_keeps_shape_and_device() -> None:
     assert not BatchAugment().enabled
 
 
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_augmentation_is_the_global_batchs_whatever_the_world_size(world: int) -> None:
+    """Data-parallel training: the ranks' augmented parts of a global batch, concatenated in rank order,
+    are the one-process augmented global batch, batch after batch, through the trainer's hook; every
+    rank's generator stays in step with the single process's (one checkpointed state resumes any world
+    size); and no two ranks draw the same numbers for their different examples."""
+    from types import SimpleNamespace
+
+    from deepnn.data.augment import AugmentHook
+    from deepnn.train.distributed import Dist
+
+    aug = BatchAugment(crop_padding=2, flip=True, erase_prob=0.5)
+    single = AugmentHook(aug, "cpu", seed=3)
+    ranks = [AugmentHook(aug, "cpu", seed=3) for _ in range(world)]
+    trainers = [SimpleNamespace(dist=Dist(r, world, r, torch.device("cpu"), "gloo")) for r in range(world)]
+    g = gen(0)
+    for _ in range(3):  # the generators advance alike
+        x, y = torch.rand(16, 1, 12, 12, generator=g) + 1.0, torch.arange(16)  # no zeros before erasing
+        want, want_y = single.transform(SimpleNamespace(dist=None), (x, y))
+        parts = [h.transform(t, (xs, ys)) for h, t, xs, ys in zip(ranks, trainers, x.chunk(world), y.chunk(world))]
+        assert torch.equal(torch.cat([p[0] for p in parts]), want)
+        assert torch.equal(torch.cat([p[1] for p in parts]), want_y)
+        for h in ranks:
+            assert torch.equal(h.generators["augment"].get_state(), single.generators["augment"].get_state())
+    # the same image on every rank: each rank crops/flips/erases it its own way
+    same = torch.rand(1, 1, 12, 12, generator=g).expand(8, 1, 12, 12) + 1.0
+    outs = [h.transform(t, (same, torch.arange(8)))[0] for h, t in zip(ranks, trainers)]
+    assert all(not torch.equal(outs[0], o) for o in outs[1:])
+    with pytest.raises(ValueError, match="rank < world_size"):
+        aug(same, gen(), (2, 2))
+
+
 @pytest.mark.parametrize("kwargs, fragment", [({"crop_padding": -1}, "data.crop_padding"),
                                               ({"erase_prob": 1.5}, "data.erase_prob")])
 def test_bad_augmentation_settings_are_user_errors(kwargs: dict, fragment: str) -> None:

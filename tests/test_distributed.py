@@ -6,9 +6,11 @@ The 2-process tests start ``python -m torch.distributed.run`` as the user would,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,8 +37,9 @@ def free_port() -> int:
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    threads = [] if "--resume" in args else ["--threads", "1"]  # a resumed run keeps its config (1 thread)
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-            f"--master_port={free_port()}", "-m", "deepnn", "train", *args, "--no-progress", "--threads", "1"]
+            f"--master_port={free_port()}", "-m", "deepnn", "train", *args, "--no-progress", *threads]
 
 
 def env() -> dict[str, str]:
@@ -49,7 +52,24 @@ def weights(path: Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
 
 
 LENET = ["lenet", "--epochs", "1", "--set", "data.train_subset=512", "--set", "data.val_size=256",
-         "--batch-size", "64", "--set", "train.ema_decay=0.9"]
+         "--batch-size", "64", "--set", "train.ema_decay=0.9",
+         "--set", "data.crop_padding=2", "--set", "data.flip=true", "--set", "data.erase_prob=0.5"]
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """``{rank: pid}`` of the worker processes torchrun (process ``parent``) started: its children, with
+    the rank read from the ``RANK`` variable torchrun gave them (Linux ``/proc``)."""
+    ranks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # after the (command name): state, ppid
+            environ = (stat.parent / "environ").read_bytes().split(b"\0") if ppid == parent else []
+        except (OSError, ValueError, IndexError):  # ended meanwhile, or not ours to read
+            continue
+        for var in environ:
+            if var.startswith(b"RANK="):
+                ranks[int(var[5:])] = int(stat.parent.name)
+    return ranks
 
 
 # ---- sharding (fast) --------------------------------------------------------------------------
@@ -105,6 +125,36 @@ def test_ddp_with_one_process_is_the_plain_loop(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "last.safetensors").meta["global_step"] == 16
 
 
+def test_agreement_interval_follows_the_agreed_clock() -> None:
+    """Agreement steps come from agreed values only: ~AGREE_SECONDS of training, 1..AGREE_MAX_STEPS steps."""
+    top = distributed.AGREE_MAX_STEPS
+    assert distributed.agree_interval(0.1, 10, "cpu") == 5  # 10 ms steps: every 5 steps (50 ms)
+    assert distributed.agree_interval(0.001, 10, "cpu") == top  # very fast steps: capped
+    assert distributed.agree_interval(2.0, 1, "cpu") == 1  # slow steps: every step
+    assert distributed.agree_interval(0.0, 0, "cpu") == 1
+    assert distributed.agree_interval(2.0, 1, "cuda") == top  # the clock does not see the GPU: fixed
+
+
+def test_each_rank_draws_its_own_dropout_stream_per_step() -> None:
+    """With several processes the default generator is seeded from (seed, step, rank): ranks differ, a
+    step's draws are reproducible (exact resume), steps differ; with one process nothing is re-seeded."""
+    cpu = torch.device("cpu")
+    ranks = [distributed.Dist(r, 2, r, cpu, "gloo") for r in range(2)]
+
+    def draws(d: distributed.Dist, step: int) -> torch.Tensor:
+        distributed.seed_step(d, seed=0, step=step)
+        return torch.nn.functional.dropout(torch.ones(64), 0.5)
+
+    with torch.random.fork_rng(devices=[]):
+        a, b = draws(ranks[0], 5), draws(ranks[1], 5)
+        assert not torch.equal(a, b)  # different examples, different masks
+        assert torch.equal(draws(ranks[0], 5), a) and not torch.equal(draws(ranks[0], 6), a)
+        torch.manual_seed(1)
+        state = torch.get_rng_state()
+        distributed.seed_step(distributed.Dist(0, 1, 0, cpu, "gloo"), seed=0, step=5)
+        assert torch.equal(torch.get_rng_state(), state)  # one process: the plain stream
+
+
 # ---- determinism ------------------------------------------------------------------------------
 @pytest.fixture
 def restore_determinism():
@@ -150,6 +200,8 @@ def test_deterministic_runs_are_bit_identical(tmp_path: Path, restore_determinis
 # ---- two processes (torchrun, gloo) -------------------------------------------------------------
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    """The same global batch, crops, flips and erasures (augmentation drawn for the global batch): the
+    same weights and EMA as one process, up to summation order."""
     r = subprocess.run(torchrun(*LENET, "--out", str(tmp_path / "ddp")), env=env(), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -200,6 +252,51 @@ def test_sigterm_stops_every_rank_and_one_process_resumes(tmp_path: Path) -> Non
     assert results["world_size"] == 1 and results["steps"] == 128 and results["epochs"] == 2
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 128
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the workers through /proc (Linux)")
+def test_killing_one_rank_stops_the_job_and_its_checkpoint_resumes(tmp_path: Path) -> None:
+    """Kill one rank mid-epoch (SIGKILL: no handler runs): torchrun stops the job with an error instead of
+    hanging, ``last`` is intact, and resuming it with 1 process and with 2 processes trains to the end."""
+    run = tmp_path / "run"
+    args = ["lenet_modern", "--epochs", "2", "--set", "data.train_subset=1024", "--set", "data.val_size=128",
+            "--batch-size", "64", "--set", "train.val_every_steps=4", "--out", str(run)]  # 32 steps; batch norm
+    proc = subprocess.Popen(torchrun(*args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: nothing outlives the test
+    try:
+        deadline = time.time() + 120
+        while not (run / "last.safetensors").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before a rank could be killed"
+        assert (run / "last.safetensors").exists(), "no checkpoint within 2 minutes"
+        workers = worker_pids(proc.pid)
+        assert sorted(workers) == [0, 1], workers
+        os.kill(workers[0], signal.SIGKILL)  # the rank that writes: it may die in the middle of a checkpoint
+        _, err = proc.communicate(timeout=120)  # the other rank must not wait forever for the dead one
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of torchrun and its workers
+        proc.wait()
+    assert proc.returncode != 0, err[-3000:]
+    ckpt = load_checkpoint(run / "last.safetensors")  # intact: the digests check
+    stopped = ckpt.meta["global_step"]
+    assert 0 < stopped < 32 and stopped % 4 == 0
+    assert not (run / "results.json").exists()
+
+    runs = {n: tmp_path / f"resume{n}" for n in (1, 2)}
+    for folder in runs.values():
+        shutil.copytree(run, folder)
+    assert cli(["train", "lenet_modern", "--resume", str(runs[1]), "--no-progress"]) == 0  # 2 processes → 1
+    r = subprocess.run(torchrun("lenet_modern", "--resume", str(runs[2])), env=env(), capture_output=True,
+                       text=True, timeout=180)  # 2 → 2
+    assert r.returncode == 0, r.stderr[-3000:]
+    for n, folder in runs.items():
+        results = json.loads((folder / "results.json").read_text())
+        assert results["world_size"] == n and results["steps"] == 32 and results["epochs"] == 2
+        steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 32
+    assert results["ddp_max_weight_diff"] == 0.0  # batch norm: rank 0's buffers reach every rank
 
 
 @pytest.mark.slow

@@ -17,6 +17,14 @@ Every random number comes from a ``torch.Generator`` on the batch's device that 
 owns (the :class:`~deepnn.train.Trainer` keeps one and stores its state in ``last``
 checkpoints), so a resumed run draws exactly the crops an uninterrupted one would have.
 
+Data-parallel training: a process holding part ``rank`` of ``world_size`` equal parts of a global
+batch passes ``shard=(rank, world_size)``. Every transform then draws the random numbers of the
+whole global batch (``world_size`` times its own rows) and keeps the columns of its examples, so
+example ``i`` of a global batch is augmented the same way whatever the number of processes, every
+rank's generator stays in step (one saved state resumes any number of processes), and no two ranks
+use the same numbers for different examples. Drawing the few numbers per example of the whole
+batch costs microseconds.
+
 :class:`FlipAverage` is the test-time counterpart: average the predictions for an image and
 its mirror image.
 
@@ -43,21 +51,41 @@ ERASE_AREA = (0.02, 0.4)  # fraction of the image (Zhong et al. 2017: s_l, s_h)
 ERASE_RATIO = 0.3  # aspect ratios between 0.3 and 1/0.3 (r_1, 1/r_1)
 
 
-def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=device)
+Shard = tuple[int, int]  # (rank, world_size): this batch is part `rank` of `world_size` of the global batch
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+def _columns(draw: torch.Tensor, b: int, shard: Shard) -> torch.Tensor:
+    """Columns ``rank·b … (rank+1)·b`` of random numbers drawn for the global batch ``(…, world_size·b)``."""
+    rank, world = shard
+    return draw if world == 1 else draw[..., rank * b:(rank + 1) * b]
+
+
+def _uniform(rows: tuple[int, ...], b: int, generator: torch.Generator, device: torch.device,
+             shard: Shard) -> torch.Tensor:
+    """``(*rows, b)`` uniform numbers in [0, 1): this part's columns of a draw for the whole global batch."""
+    return _columns(torch.rand((*rows, b * shard[1]), generator=generator, device=device), b, shard)
+
+
+def _check_shard(shard: Shard) -> None:
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard=(rank, world_size) needs 0 <= rank < world_size, got {shard}")
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, shard: Shard = (0, 1)) -> torch.Tensor:
     """Zero-pad ``x`` ``(B, C, H, W)`` by ``padding`` and take an ``H × W`` window per example.
 
     The window's top-left corner ``(dy, dx)`` is uniform in ``[0, 2·padding]²``, independently
-    for each example; all windows are read with one advanced-indexing gather.
+    for each example; all windows are read with one advanced-indexing gather. ``shard``: see the
+    module docstring.
     """
+    _check_shard(shard)
     if padding == 0:
         return x
     b, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)  # (B, C, H + 2p, W + 2p)
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=x.device)  # (2, B)
+    offsets = _columns(torch.randint(0, 2 * padding + 1, (2, b * shard[1]), generator=generator, device=x.device),
+                       b, shard)  # (2, B)
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)
     batch = torch.arange(b, device=x.device)[:, None, None, None]  # (B, 1, 1, 1)
@@ -65,13 +93,14 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def random_flip(x: torch.Tensor, generator: torch.Generator, shard: Shard = (0, 1)) -> torch.Tensor:
     """Mirror each image of ``x`` ``(B, C, H, W)`` left-right with probability 1/2."""
-    flip = _uniform((x.shape[0],), generator, x.device) < 0.5  # (B,)
+    _check_shard(shard)
+    flip = _uniform((), x.shape[0], generator, x.device, shard) < 0.5  # (B,)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator, shard: Shard = (0, 1)) -> torch.Tensor:
     """Random erasing (Zhong et al. 2017) of ``x`` ``(B, C, H, W)``: with probability ``prob`` per
     example, zero one rectangle of area ``ERASE_AREA`` × H·W and aspect ratio in
     ``[ERASE_RATIO, 1/ERASE_RATIO]`` (log-uniform, so tall and wide are equally likely).
@@ -79,10 +108,11 @@ def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator) -> to
     The paper redraws a rectangle that does not fit; here its sides are clipped to the image,
     which keeps the draw a fixed number of tensor operations.
     """
+    _check_shard(shard)
     if prob == 0:
         return x
     b, _, h, w = x.shape
-    u = _uniform((5, b), generator, x.device)  # (5, B): apply?, area, ratio, top, left
+    u = _uniform((5,), b, generator, x.device, shard)  # (5, B): apply?, area, ratio, top, left
     area = h * w * (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[1])
     ratio = torch.exp(math.log(ERASE_RATIO) * (1 - 2 * u[2]))  # height / width
     eh = (area * ratio).sqrt().round().clamp(1, h)  # (B,)
@@ -103,7 +133,8 @@ class BatchAugment:
 
     Calling it on a batch ``(B, C, H, W)`` applies crop, then flip, then erasing (the paper
     erases after the other augmentations), drawing from ``generator``, which must live on the
-    batch's device.
+    batch's device; ``shard=(rank, world_size)`` when the batch is that part of a global batch
+    (data-parallel training, see the module docstring).
     """
 
     crop_padding: int = 0
@@ -122,14 +153,14 @@ class BatchAugment:
     def enabled(self) -> bool:
         return self.crop_padding > 0 or self.flip or self.erase_prob > 0
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, shard: Shard = (0, 1)) -> torch.Tensor:
         if x.ndim != 4:
             raise UserError(f"batch augmentation needs images (B, C, H, W), got a batch of shape {tuple(x.shape)}; "
                             "set data.crop_padding=0, data.flip=false, data.erase_prob=0")
-        x = random_crop(x, self.crop_padding, generator)
+        x = random_crop(x, self.crop_padding, generator, shard)
         if self.flip:
-            x = random_flip(x, generator)
-        return random_erase(x, self.erase_prob, generator)
+            x = random_flip(x, generator, shard)
+        return random_erase(x, self.erase_prob, generator, shard)
 
 
 class AugmentHook:
@@ -137,6 +168,8 @@ class AugmentHook:
 
     It owns the ``augment`` generator (on ``device``, seeded with ``seed``); the trainer saves its
     state in ``last`` checkpoints, so a resumed run draws the crops an uninterrupted one would have.
+    Under data-parallel training every rank draws for the whole global batch and augments its own
+    part of it (``trainer.dist``), so the augmentation does not depend on the number of processes.
     """
 
     def __init__(self, augment: BatchAugment, device: torch.device | str, seed: int) -> None:
@@ -145,7 +178,9 @@ class AugmentHook:
 
     def transform(self, trainer: object, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x, *rest = batch
-        return (self.augment(x, self.generators["augment"]), *rest)
+        d = getattr(trainer, "dist", None)  # a DDP process's part of the global batch
+        shard = (d.rank, d.world_size) if d is not None else (0, 1)
+        return (self.augment(x, self.generators["augment"], shard), *rest)
 
 
 class FlipAverage(nn.Module):

@@ -21,15 +21,41 @@ How it works (the design, in the order a step runs):
   over ranks); ``trainer.model`` stays the plain module, so checkpoints, the weight average (EMA) and
   evaluation use plain state dicts. Weights are identical on every rank after each step, hence so is
   the EMA; at the end :func:`max_divergence` checks that (``results.json``: ``ddp_max_weight_diff``).
+  :func:`wrap` sets two DDP options (see its docstring): no buffer broadcast before every forward
+  (the trainer copies rank 0's buffers itself where they are read) and gradients that are views of
+  DDP's all-reduce buckets (one copy fewer per step).
 * Training statistics are summed over ranks (one ``all_reduce``) before the task summarizes them;
   every rank evaluates the whole validation split with its (identical) weights, so metrics, ``best``
   and hooks such as early stopping agree without communication (buffers such as batch-norm
   statistics are first copied from rank 0: :func:`broadcast_buffers`).
-* Decisions agree: once per step (CPU) or every few steps (CUDA, to keep the GPU queue full) one
-  small ``all_reduce(MAX)`` combines the interrupt flag (Ctrl-C / SIGTERM on any rank), hook stops and
-  the training clock, so every rank stops, validates and plans a time budget at the same step; a
+* Decisions agree: one small ``all_reduce(MAX)`` combines the interrupt flag (Ctrl-C / SIGTERM on any
+  rank), hook stops and the training clock, and the trainer acts on those only at such an
+  *agreement step*, so every rank stops, validates and plans a time budget at the same step; a
   planned budget is broadcast from rank 0. A NaN loss is seen on the reduced sums, so by every rank.
-* Only rank 0 writes the run folder (checkpoints, metrics, plots, ``results.json``).
+  Agreement steps are the same on every rank because they are computed from agreed values only:
+  the end of an epoch, the planned last step, every ``train.val_every_steps``, and in between every
+  :func:`agree_interval` steps, a number derived from the *agreed* clock of the previous agreements
+  (about :data:`AGREE_SECONDS` of training, at most :data:`AGREE_MAX_STEPS` steps; on CUDA a fixed
+  ``AGREE_MAX_STEPS``, as each agreement waits for the GPU). A rank whose flag is set between two
+  agreements keeps training until the next one; so a SIGTERM or a hook's stop takes effect within
+  about ``AGREE_SECONDS`` and the time budget is overrun by as much at most. With one process
+  (``train.ddp=always`` at world size 1) there is nothing to agree on: no agreement, and the
+  bookkeeping helpers below return without a collective.
+* Random numbers. Augmentation (:mod:`deepnn.data.augment`) does not depend on the number of processes:
+  every rank holds the same ``augment`` generator (seeded by ``train.seed``, restored from rank 0's
+  checkpoint), draws the random numbers of the whole **global** batch, and uses the columns of its own
+  examples (``shard=(rank, world_size)``), so example ``i`` of global batch ``b`` is cropped, flipped and erased the
+  same way with 1, 2 or 8 processes (tested), and no two ranks share numbers for different examples.
+  Dropout masks are drawn inside the model for the rank's own examples, so they cannot match a single
+  process; with several processes each rank's default generators (CPU and its CUDA device) are
+  re-seeded before every step from ``(train.seed, step, rank)`` (:func:`seed_step`): distinct streams
+  per rank (without it every rank would draw the same masks for different examples), and a resume
+  with the same number of processes draws what the uninterrupted run would have. One process keeps
+  the plain stream (bit-identical to a run without DDP).
+* Only rank 0 writes the run folder (checkpoints, metrics, plots, ``results.json``). A rank that dies
+  (killed, out of memory) makes the others' next collective fail, or torchrun stops them; checkpoints
+  are written atomically, so ``last`` is the last complete one, and resuming it works with any number
+  of processes (tested by killing a rank mid-epoch).
 
 Batch norm: with ``train.sync_bn`` (CUDA only) batch statistics are computed over the global batch
 (``SyncBatchNorm``); without it each rank normalises with its own ``B / world_size`` examples, so a
@@ -39,6 +65,7 @@ floating-point summation order).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -144,7 +171,29 @@ def shutdown() -> None:
 
 
 def wrap(model: nn.Module, d: Dist, sync_bn: bool = False) -> tuple[nn.Module, nn.Module]:
-    """``(module, ddp)``: the (sync-BN converted) module and its ``DistributedDataParallel`` wrapper."""
+    """``(module, ddp)``: the (sync-BN converted) module and its ``DistributedDataParallel`` wrapper.
+
+    Two options differ from DDP's defaults; neither changes a result:
+
+    * no buffer broadcast before every forward (``forward_sync_buffers=False``, on PyTorch before 2.13
+      ``broadcast_buffers=False``): by default DDP copies rank 0's buffers (batch-norm running
+      statistics) to every rank at each forward, one collective per step. In training mode batch norm
+      normalises with the batch's own statistics, so the other ranks' running statistics are read by
+      nothing in training; they are read by evaluation and checkpoints, before which the trainer
+      copies rank 0's (:func:`broadcast_buffers`), and checkpoints come from rank 0 anyway. Rank 0's
+      buffers are the same either way. (Buffers that never change, such as sinusoid tables, are equal
+      everywhere from the start.)
+    * ``gradient_as_bucket_view=True``: ``param.grad`` becomes a view of DDP's all-reduce bucket, so
+      the averaged gradient is not copied back from the bucket (and needs no second copy in memory).
+
+    Left at their defaults: ``static_graph`` (it promises the same autograd graph at every step, which
+    not every model here guarantees, and it saves little without unused parameters), the bucket size,
+    and ``batched_grad_copy`` (PyTorch 2.13+; no difference measured for the small models here).
+    At world size 1 the gradient all-reduce stays (it is DDP's cost being measured there); skipping it
+    with a no-op communication hook saved too little to tell from noise (``benchmarks/bench_ddp.py``).
+    """
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     if sync_bn:
@@ -153,7 +202,46 @@ def wrap(model: nn.Module, d: Dist, sync_bn: bool = False) -> tuple[nn.Module, n
                             "set train.sync_bn=false on the CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [d.device.index] if d.device.type == "cuda" else None
-    return model, DistributedDataParallel(model, device_ids=ids)
+    new_flag = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers": False} if new_flag else {"broadcast_buffers": False}
+    return model, DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, **no_buffer_sync)
+
+
+AGREE_SECONDS = 0.05  # CPU: agree about this often (seconds of training) ...
+AGREE_MAX_STEPS = 10  # ... but at least every this many steps; on CUDA every this many steps
+
+
+def agree_interval(seconds: float, steps: int, device_type: str) -> int:
+    """Steps until the next agreement, from the *agreed* clock: ``seconds`` of training took ``steps``
+    steps since the previous agreement (equal on every rank, as both are agreed values).
+
+    On the CPU: as many steps as fit in :data:`AGREE_SECONDS` at that speed, between 1 and
+    :data:`AGREE_MAX_STEPS` (a 10 ms step agrees every 5 steps, a 1 s step every step). On CUDA the
+    clock without a device sync measures the queue, not the GPU, so a fixed :data:`AGREE_MAX_STEPS`.
+    """
+    if device_type != "cpu":
+        return AGREE_MAX_STEPS
+    if steps <= 0 or seconds <= 0:
+        return 1
+    return max(1, min(AGREE_MAX_STEPS, int(AGREE_SECONDS * steps / seconds)))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for ``(seed, step, rank)`` (a hash: nearby triples give unrelated streams)."""
+    digest = hashlib.blake2b(f"deepnn/{seed}/{step}/{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def seed_step(d: Dist, seed: int, step: int) -> None:
+    """With several processes: seed this rank's default generators (the CPU's and its CUDA device's,
+    which dropout draws from) for training step ``step`` from ``(seed, step, rank)``; one process
+    keeps its stream. Costs a few microseconds (``torch.manual_seed`` would seed every device, ~100 µs)."""
+    if d.world_size == 1:
+        return
+    s = step_seed(seed, step, d.rank)
+    torch.default_generator.manual_seed(s)
+    if d.device.type == "cuda":
+        torch.cuda.default_generators[d.device.index].manual_seed(s)
 
 
 def _comm_device(d: Dist) -> torch.device:
@@ -164,6 +252,8 @@ def all_reduce(t: torch.Tensor, d: Dist, op: str = "sum") -> torch.Tensor:
     """``t`` reduced over ranks (``"sum"`` or ``"max"``), returned on the CPU."""
     import torch.distributed as dist
 
+    if d.world_size == 1:  # the sum or max over one rank: no collective
+        return t.detach().cpu().clone()
     t = t.to(_comm_device(d)).clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return t.cpu()
@@ -173,6 +263,8 @@ def broadcast_int(value: int, d: Dist) -> int:
     """Rank 0's ``value`` on every rank."""
     import torch.distributed as dist
 
+    if d.world_size == 1:
+        return value
     t = torch.tensor([value], dtype=torch.int64, device=_comm_device(d))
     dist.broadcast(t, 0)
     return int(t.item())
@@ -183,6 +275,8 @@ def broadcast_buffers(module: nn.Module, d: Dist) -> None:
     """Copy rank 0's buffers (batch-norm statistics) to every rank."""
     import torch.distributed as dist
 
+    if d.world_size == 1:
+        return
     for b in module.buffers():
         t = b.data.to(_comm_device(d))
         dist.broadcast(t, 0)
@@ -193,6 +287,8 @@ def all_gather(t: torch.Tensor, d: Dist, dim: int) -> torch.Tensor:
     """The ranks' ``t`` concatenated along ``dim`` (rank order), on ``t``'s device."""
     import torch.distributed as dist
 
+    if d.world_size == 1:
+        return t.detach().clone()
     src = t.detach().to(_comm_device(d)).contiguous()
     parts = [torch.empty_like(src) for _ in range(d.world_size)]
     dist.all_gather(parts, src)
@@ -205,7 +301,7 @@ def max_divergence(modules: list[nn.Module], d: Dist) -> float:
     import torch.distributed as dist
 
     tensors = [t for m in modules for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
-    if not tensors:
+    if not tensors or d.world_size == 1:
         return 0.0
     flat = torch.cat([t.detach().float().flatten() for t in tensors]).to(_comm_device(d))
     ref = flat.clone()

@@ -22,8 +22,9 @@ is saved over the last good checkpoint.
 Data-parallel training (``torchrun``, :mod:`deepnn.train.distributed`) runs through this same loop:
 when :func:`~deepnn.train.distributed.setup` has joined a process group, the training loader is
 sharded, forward/backward go through ``DistributedDataParallel``, statistics are reduced over ranks,
-every decision (interrupt, stop, budget, validation) is agreed, and only rank 0 writes. Hooks
-see ``trainer.dist`` (``None`` in a single process) and ``trainer.is_main``.
+every decision (interrupt, stop, budget, validation) is agreed at agreement steps, each rank draws
+its own dropout stream, and only rank 0 writes. Hooks see ``trainer.dist`` (``None`` in a single
+process) and ``trainer.is_main``.
 """
 
 from __future__ import annotations
@@ -182,8 +183,10 @@ class Trainer:
                                     f"{type(train_loader).__name__} has none")
                 train_loader = train_loader.shard(self.dist.rank, self.dist.world_size)
                 self.train_loader = train_loader
-        # CUDA: agree on interrupts/stops/clock every few steps (each agreement is a host sync); CPU: every step
-        self.agree_every = 1 if self.device.type == "cpu" else 10
+        # DDP, several processes: the step of the next agreement on interrupts/stops/clock, and the agreed
+        # (clock, step) of the last one, from which the next is planned (distributed.agree_interval)
+        self._next_agree = 0
+        self._agreed: tuple[float, int] | None = None
         self.last_loss: torch.Tensor | None = None  # the latest step's loss (this process's shard), detached
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
         self.hooks = [self.ema, *hooks] if self.ema is not None else list(hooks)
@@ -280,11 +283,18 @@ class Trainer:
         return {k: total[i] for i, k in enumerate(keys)}
 
     def _agree(self, now: float) -> float:
-        """DDP: one all_reduce(MAX) so that every rank sees any interrupt or stop, and the slowest clock."""
+        """DDP: one all_reduce(MAX) so that every rank sees any interrupt or stop, and the slowest clock;
+        then the step of the next agreement, from agreed values only (so the same on every rank)."""
         flags = torch.tensor([float(self._interrupted), float(self.stop), now], dtype=torch.float64)
         flags = distributed.all_reduce(flags, self.dist, "max")
         self._interrupted, self.stop = bool(flags[0] > 0), bool(flags[1] > 0)
-        return float(flags[2])
+        now = float(flags[2])
+        interval = 1
+        if self._agreed is not None:
+            interval = distributed.agree_interval(now - self._agreed[0], self.global_step - self._agreed[1],
+                                                  self.device.type)
+        self._agreed, self._next_agree = (now, self.global_step), self.global_step + interval
+        return now
 
     def _plan_budget(self, steps: int, seconds: float, elapsed: float) -> None:
         """Set :attr:`planned_steps` so that the schedule ends with the time budget: the steps done plus
@@ -315,7 +325,10 @@ class Trainer:
                    disable=not cfg.progress or not self.is_main, unit="batch", dynamic_ncols=True, leave=True)
         seg = _Segment(self)
         session_steps, session_start = 0, self.train_time
+        several = self.world_size > 1
         for batch in self.device_batches(self.train_loader, self.epoch, self.step_in_epoch, train=True):
+            if several:  # each rank its own dropout stream, a function of (seed, step, rank)
+                distributed.seed_step(self.dist, cfg.seed, self.global_step)
             factor = lr_factor(self.cfg.sched, self.global_step, self.total_steps, n)
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
@@ -347,9 +360,9 @@ class Trainer:
                                     refresh=False)
                     bar.update(self.step_in_epoch - bar.n)
             now = seg.train_time()
-            if self.dist is not None:  # decide only where every rank decides, on agreed flags and clock
+            if several:  # decide only at agreement steps, where every rank decides, on agreed flags and clock
                 every = cfg.val_every_steps
-                if not (self.global_step % self.agree_every == 0 or self.step_in_epoch == n
+                if not (self.global_step >= self._next_agree or self.step_in_epoch == n
                         or self.global_step >= self.planned_steps or (every and self.global_step % every == 0)):
                     continue
                 now = self._agree(now)
