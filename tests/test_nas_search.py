@@ -3,6 +3,7 @@ resumable, parallel search with random search and a report (deepnn/nas/runner.py
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -201,6 +202,51 @@ def test_sigkill_mid_trial_then_resume_loses_and_repeats_nothing(tmp_path: Path)
     assert final.keys() == ref_state.keys()
     assert all(torch.allclose(final[k].float(), ref_state[k].float()) for k in final if k != "generator")
     assert torch.equal(final["generator"], ref_state["generator"])
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
+def test_killed_search_leaves_no_worker_processes(tmp_path: Path) -> None:
+    # children that train for many seconds: a worker left alone would go on training after the kill
+    cmd = [sys.executable, "-m", "deepnn", "nas", "search", "--out", str(tmp_path / "s"), "--trials", "4",
+           "--workers", "2", "--layers", "2", "--filters", "4,8", "--set", "data.train_subset=4096",
+           "--set", "train.epochs=20", "--set", "data.val_size=128", "--quiet"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = [p for p in _children(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) >= 2, "the search never started its two workers"
+        time.sleep(3)  # the workers have imported torch and are training
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5  # they notice within a second
+        while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p for p in workers if Path(f"/proc/{p}").exists()
+                and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert not left, f"worker processes {left} outlived the killed search"
+    finally:
+        proc.kill()
+        for p in workers:  # a failed test leaves nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
 
 
 def test_cli_search_report_and_resume_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

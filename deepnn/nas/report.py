@@ -43,23 +43,38 @@ def _mean_std(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return stack.mean(0), stack.std(0)
 
 
-def report(dirs: list[str], output: str | Path, top: int = 10) -> str:
-    """Draw ``output`` (PNG) and return the markdown tables."""
+def _by_strategy(searches: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in searches:
+        groups[s["strategy"]].append(s)
+    return dict(sorted(groups.items()))
+
+
+def report(dirs: list[str], output: str | Path | None, top: int = 10) -> str:
+    """Read the search folders ``dirs``, draw ``output`` (a PNG; skipped when None) with
+    :func:`draw_report` and return the markdown tables of :func:`report_markdown`."""
+    if output is not None:
+        out = Path(output)
+        if out.is_dir() or not out.parent.is_dir():
+            raise UserError(f"-o {out}: give a PNG file in an existing folder")
+    searches = [load_search(d) for d in dirs]
+    if output is not None:
+        draw_report(searches, Path(output))
+    return report_markdown(searches, top)
+
+
+def draw_report(searches: list[dict[str, Any]], out: Path) -> None:
+    """Three panels: best-so-far validation accuracy vs trials (each search faint, mean ± std over the
+    searches of a strategy bold) and vs search wall time, and the controller's mean entropy per update."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(output)
-    if out.is_dir() or not out.parent.is_dir():
-        raise UserError(f"-o {out}: give a PNG file in an existing folder")
-    searches = [load_search(d) for d in dirs]
-    by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in searches:
-        by_strategy[s["strategy"]].append(s)
+    by_strategy = _by_strategy(searches)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {"rl": "tab:blue", "random": "tab:orange"}
-    for strategy, group in sorted(by_strategy.items()):
+    for strategy, group in by_strategy.items():
         color = colors.get(strategy, "tab:gray")
         curves = [best_so_far(s["records"]) for s in group]
         for s, c in zip(group, curves):
@@ -90,6 +105,11 @@ def report(dirs: list[str], output: str | Path, top: int = 10) -> str:
     fig.tight_layout()
     save_figure(fig, out)
 
+
+def report_markdown(searches: list[dict[str, Any]], top: int = 10) -> str:
+    """Markdown tables: one row per search (best and mean of the top 5 validation accuracies, wall time),
+    mean ± std (population std) over the searches of each strategy, and the ``top`` architectures of all
+    searches (cached repeats and failed children left out), best first."""
     lines = ["| search | strategy | seed | trials | failed | cached | best val acc | mean of top 5 | wall time (min) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in searches:
@@ -101,7 +121,7 @@ def report(dirs: list[str], output: str | Path, top: int = 10) -> str:
                      f"| {rs[-1]['wall_s'] / 60:.1f} |")
     lines += ["", "| strategy | searches | best val acc (mean ± std) | mean of top 5 (mean ± std) |",
               "|---|---|---|---|"]
-    for strategy, group in sorted(by_strategy.items()):
+    for strategy, group in _by_strategy(searches).items():
         bests = [max(r["reward"] for r in s["records"]) for s in group]
         top5 = [np.mean(sorted((r["reward"] for r in s["records"]), reverse=True)[:5]) for s in group]
         lines.append(f"| {strategy} | {len(group)} | {np.mean(bests):.4f} ± {np.std(bests):.4f} "

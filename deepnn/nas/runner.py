@@ -201,6 +201,22 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _init_local_worker(parent: int) -> None:
+    """A local pool worker: one torch thread, and exit as soon as the search process ``parent`` is gone
+    (killed with SIGKILL or SIGTERM, the pool cannot tell its workers; without this they would stay,
+    holding their memory, until the child they train ends or forever when idle)."""
+    import threading
+
+    _init_worker()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _evaluate_child_on_ray(job: dict[str, Any]) -> dict[str, Any]:
     """:func:`evaluate_child` inside a Ray task: one torch thread, and the node's host name in ``worker``
     (process ids repeat across machines)."""
@@ -374,7 +390,8 @@ class LocalPool(Backend):
     def __init__(self, workers: int) -> None:
         import multiprocessing as mp
 
-        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_local_worker,
+                                        initargs=(os.getpid(),))
 
     def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         futures: list[Future] = [self.pool.submit(evaluate_child, job) for job in jobs]
