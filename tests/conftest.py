@@ -17,6 +17,10 @@ if not os.environ.get("DEEPNN_DATA") and _shared.is_dir():
 # One thread: the suite is many small ops, and two OpenMP threads on a loaded 2-core machine
 # slow each other down 10-40x (seen while developing). CLI subprocesses keep the default.
 torch.set_num_threads(1)
+# `make test` runs the suite on 2 processes (pytest-xdist, -n 2): the command-line runs the tests start as
+# subprocesses then get one thread each too, or 2 processes x 2 threads would oversubscribe the 2 cores.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

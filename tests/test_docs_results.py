@@ -31,6 +31,7 @@ from deepnn.analysis.results import (
     update_generated,
 )
 from deepnn.errors import UserError
+from deepnn.nas.report import load_search, report_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ["results/cpu", "results/h100"]
@@ -40,6 +41,10 @@ BLOCKS = [
     ("README.md", ["deepnn", "results", "--glance", *PUBLISHED], "glance"),
     ("results/README.md", ["deepnn", "results", "--reproduce", *PUBLISHED], "reproduce"),
 ]
+# the architecture searches (C20): `deepnn nas report` over each budget's searches, RL first, as the shell expands
+NAS = {budget: [f"results/nas/{budget}/{strategy}-s{seed}" for strategy in ("rl", "random") for seed in range(3)]
+       for budget in ("t40", "t100")}
+BLOCKS += [("docs/results.md", ["deepnn", "nas", "report", *dirs], f"nas:{budget}") for budget, dirs in NAS.items()]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,9 @@ def published() -> dict[str, str]:
     files = find_results([ROOT / p for p in PUBLISHED])
     rows = group_results(files)
     rel = [Path(f).relative_to(ROOT) for f in files]  # the folders as the command names them
-    return {"all": results_markdown(rows), "glance": glance_markdown(rows), "reproduce": reproduce_markdown(rel)}
+    searches = {f"nas:{budget}": report_markdown([load_search(ROOT / d) for d in dirs]) for budget, dirs in NAS.items()}
+    return {"all": results_markdown(rows), "glance": glance_markdown(rows), "reproduce": reproduce_markdown(rel),
+            **searches}
 
 
 @pytest.mark.parametrize(("file", "command", "kind"), BLOCKS, ids=[b[0] for b in BLOCKS])
