@@ -152,6 +152,23 @@ def test_search_record_cache_failures_and_folder_checks(tmp_path: Path) -> None:
         run_search(tmp_path / "new", tiny_settings(), resume=True)
 
 
+def test_max_flops_rejects_costlier_children_untrained(tmp_path: Path) -> None:
+    # the one-layer space: 3x3-4 costs fewer FLOPs than 3x3-8 and than 1x3-8 (counted by summarize_model)
+    flops = {a: dn.analysis.summarize_model("nas_child", (1, 28, 28), arch=a).flops for a in ("1x3-4", "3x3-8")}
+    limit = flops["1x3-4"]
+    settings = tiny_settings(trials=8, strategy="random", max_flops=limit, space={**TINY_SPACE, "num_layers": 1})
+    records = run_search(tmp_path / "s", settings, tiny_child())
+    over = [r for r in records if r["flops"] > limit]
+    under = [r for r in records if r["flops"] <= limit]
+    assert over and under
+    assert all(r["reward"] == 0 and r["failure"].startswith("too many FLOPs") and r["val_accuracy"] is None
+               for r in over if not r["cached"])
+    assert all(r["failure"] is None and r["reward"] > 0.1 for r in under)
+    assert json.loads((tmp_path / "s" / "settings.json").read_text())["search"]["max_flops"] == limit
+    with pytest.raises(UserError, match="max-flops must be at least 1"):
+        tiny_settings(max_flops=0).check()
+
+
 def test_parallel_workers_write_the_serial_records(tmp_path: Path) -> None:
     serial = run_search(tmp_path / "serial", tiny_settings(), tiny_child())
     parallel = run_search(tmp_path / "parallel", tiny_settings(workers=2), tiny_child())

@@ -40,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  deepnn nas --steps 10 --train-subset 2000 --epochs 1 --seed 0 --out nas.json   # the small loop",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="architectures sampled and controller updates (default 10)")
+    p.add_argument("--max-flops", type=int, help="children with more FLOPs per image get reward 0 untrained "
+                                                  "(default: no limit)")
     p.add_argument("--layers", type=int, default=2, help="conv layers of each child (default 2)")
     p.add_argument("--train-subset", type=int, default=2000, help="training images per child (default 2000)")
     p.add_argument("--val-size", type=int, default=1000, help="validation images the reward is measured on "
@@ -102,6 +104,8 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"the controller's Adam learning rate (default {d.controller_lr})")
     p.add_argument("--entropy-weight", type=float, help=f"entropy bonus of the controller (default {d.entropy_weight})")
     p.add_argument("--max-params", type=int, help=f"larger children get reward 0 untrained (default {d.max_params})")
+    p.add_argument("--max-flops", type=int, help="children with more FLOPs per image get reward 0 untrained "
+                                                  "(default: no limit)")
     p.add_argument("--layers", type=int, help="conv layers of each child (default 4)")
     p.add_argument("--filters", help="comma-separated numbers of filters to choose from (default 16,32,64)")
     p.add_argument("--config", help="YAML config for the children's training (keys: data, optim, sched, train)")
@@ -158,7 +162,7 @@ def run_search_cmd(args: argparse.Namespace) -> int:
         raise UserError("--ray-address needs --backend ray")
     settings = SearchSettings()
     for flag in ("trials", "workers", "strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
-                 "max_params"):
+                 "max_params", "max_flops"):
         if getattr(args, flag) is not None:
             setattr(settings, flag, getattr(args, flag))
     if args.layers is not None:
@@ -171,7 +175,7 @@ def run_search_cmd(args: argparse.Namespace) -> int:
                             f"got {args.filters!r}") from None
     if args.resume:
         changed = [f for f in ("strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
-                               "max_params", "layers", "filters", "config") if getattr(args, f) is not None]
+                               "max_params", "max_flops", "layers", "filters", "config") if getattr(args, f) is not None]
         if changed or args.overrides:
             raise UserError("a resumed search keeps its own settings; drop " + ", ".join(
                 [f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))

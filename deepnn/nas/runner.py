@@ -78,6 +78,9 @@ class SearchSettings:
         controller_lr, entropy_weight, baseline_decay, hidden_size: the controller's Adam learning rate,
             entropy bonus ``β``, moving-average decay ``d`` of the baseline and LSTM width ``H``.
         max_params: children with more parameters are not trained (reward 0, failure logged).
+        max_flops: children with more FLOPs per image (:func:`~deepnn.analysis.summarize_model`'s count) are
+            not trained either; ``None``: no limit. With both limits set to a hand-designed model's size, the
+            search looks only among architectures no larger and no costlier than it.
         space: the :class:`ChildSpace` fields.
     """
 
@@ -91,6 +94,7 @@ class SearchSettings:
     baseline_decay: float = 0.8
     hidden_size: int = 32
     max_params: int = 1_000_000
+    max_flops: int | None = None
     space: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(ChildSpace()))
 
     def check(self) -> None:
@@ -99,6 +103,8 @@ class SearchSettings:
         for name in ("trials", "workers", "archs_per_update", "hidden_size", "max_params"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_flops is not None and self.max_flops < 1:
+            raise UserError(f"max-flops must be at least 1, got {self.max_flops}")
         if self.controller_lr <= 0:
             raise UserError(f"controller-lr must be positive, got {self.controller_lr}")
         if not 0 <= self.baseline_decay < 1:
@@ -157,9 +163,9 @@ def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
     """Train one child and return its trial record (without ``wall_s``); runs in any process.
 
     ``job``: ``trial``, ``arch``, ``seed`` (the child's), ``search_seed``, ``config`` (the children's
-    config as a dict), ``max_params``. The child is ``nas_child`` with ``model.args.arch`` = ``arch``,
+    config as a dict), ``max_params``, ``max_flops`` (``None``: no limit). The child is ``nas_child`` with ``model.args.arch`` = ``arch``,
     trained by :func:`~deepnn.runs.build_training` as ``deepnn train`` would; its reward is its best
-    validation accuracy. Too many parameters, NaN/inf losses, out of memory or any
+    validation accuracy. Too many parameters or FLOPs, NaN/inf losses, out of memory or any
     :class:`~deepnn.errors.UserError` give reward 0 and a ``failure`` reason.
     """
     from ..analysis.summary import summarize_model
@@ -183,6 +189,8 @@ def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
                                               num_classes=len(data.classes)).flops
             if record["params"] > job["max_params"]:
                 raise UserError(f"too many parameters ({record['params']:,} > max_params {job['max_params']:,})")
+            if job.get("max_flops") is not None and record["flops"] > job["max_flops"]:
+                raise UserError(f"too many FLOPs ({record['flops']:,} > max_flops {job['max_flops']:,})")
             trainer = build_training(cfg, data=data).trainer
             trainer.fit()
             if trainer.best_val is None or not math.isfinite(trainer.best_val):
@@ -593,7 +601,7 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
                 else:
                     jobs.append({"trial": t, "arch": arch, "seed": child_seed(settings.seed, t),
                                  "search_seed": settings.seed, "config": child_dict,
-                                 "max_params": settings.max_params})
+                                 "max_params": settings.max_params, "max_flops": settings.max_flops})
             extra = {t: {"update": state.update, "entropy": float(entropies[t - first].detach()) if entropies else None}
                      for t in range(first, first + n)}
 
