@@ -7,6 +7,10 @@ The missing-Ray error needs no Ray.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from test_nas_search import content, tiny_child, tiny_settings
 from deepnn.cli import main as cli_main
 from deepnn.errors import UserError
 from deepnn.nas import read_trials, run_search
-from deepnn.nas.runner import RayPool
+from deepnn.nas.runner import RayPool, check_reachable
 
 NO_RAY = "Ray is the optional extra deepnn[ray] (also in deepnn[dev]); without it the local backend is tested alone"
 
@@ -86,3 +90,22 @@ def test_missing_ray_is_a_one_line_error_naming_the_extra(tmp_path: Path, monkey
         assert code == 2 and len(err) == 1 and fragment in err[0], err
     with pytest.raises(UserError, match="--backend must be one of local, ray"):
         run_search(tmp_path / "s", tiny_settings(), tiny_child(), backend="dask")
+
+
+def test_a_wrong_ray_address_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    # ray.init retries an address where nothing listens for minutes; the search checks it first
+    pytest.importorskip("ray", reason=NO_RAY)
+    with socket.socket() as s:  # a port nothing listens on: bound, then released
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(UserError, match=f"nothing answers at the Ray address {re.escape(address)}"):
+            check_reachable(address, timeout_s=2)
+    check_reachable("auto")  # not HOST:PORT: left to Ray
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.run([sys.executable, "-m", "deepnn", "nas", "search", "--backend", "ray", "--ray-address",
+                           f"127.0.0.1:{port}", "--trials", "2", "--out", str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "nothing answers at the Ray address" in err[0], proc.stderr
+    assert not (tmp_path / "s" / "settings.json").exists()

@@ -169,6 +169,30 @@ def test_max_flops_rejects_costlier_children_untrained(tmp_path: Path) -> None:
         tiny_settings(max_flops=0).check()
 
 
+@pytest.mark.parametrize("strategy", ["rl", "random"])
+def test_redraw_makes_every_trial_a_trained_child_within_the_limits(tmp_path: Path, strategy: str) -> None:
+    # the one-layer space: the 8-filter children have more than 1,000 parameters; with --over-budget redraw
+    # they are drawn again instead of becoming trials, and the same search draws the same again
+    settings = tiny_settings(trials=6, strategy=strategy, max_params=1000, over_budget="redraw",
+                             space={**TINY_SPACE, "num_layers": 1})
+    records = run_search(tmp_path / "a", settings, tiny_child())
+    assert len(records) == 6 and sum(r["redrawn"] for r in records) > 0
+    assert all(r["failure"] is None and r["params"] <= 1000 and r["val_accuracy"] is not None for r in records)
+    assert all(parse_arch(r["arch"])[0].filters == 4 for r in records)
+    assert content(run_search(tmp_path / "b", settings, tiny_child())) == content(records)
+    fail = run_search(tmp_path / "c", tiny_settings(trials=6, strategy=strategy, max_params=1000,
+                                                    space={**TINY_SPACE, "num_layers": 1}), tiny_child())
+    assert any(r["failure"] for r in fail) and all(r["redrawn"] == 0 for r in fail)  # the default: fail
+
+
+def test_redraw_stops_a_search_whose_limits_nothing_fits(tmp_path: Path) -> None:
+    settings = tiny_settings(strategy="random", max_params=10, over_budget="redraw", space={**TINY_SPACE, "num_layers": 1})
+    with pytest.raises(UserError, match="no architecture in 10,000 draws fits max_params 10 .*raise the limits"):
+        run_search(tmp_path / "s", settings, tiny_child())
+    with pytest.raises(UserError, match="--over-budget must be one of fail, redraw"):
+        tiny_settings(over_budget="skip").check()
+
+
 def test_parallel_workers_write_the_serial_records(tmp_path: Path) -> None:
     serial = run_search(tmp_path / "serial", tiny_settings(), tiny_child())
     parallel = run_search(tmp_path / "parallel", tiny_settings(workers=2), tiny_child())

@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="architectures sampled and controller updates (default 10)")
     p.add_argument("--max-flops", type=int, help="children with more FLOPs per image get reward 0 untrained "
                                                   "(default: no limit)")
+    p.add_argument("--over-budget", choices=["fail", "redraw"],
+                   help="an architecture over --max-params/--max-flops: a trial with reward 0 (fail, default), or "
+                        "drawn again until one fits, so every trial trains a child (redraw)")
     p.add_argument("--layers", type=int, default=2, help="conv layers of each child (default 2)")
     p.add_argument("--train-subset", type=int, default=2000, help="training images per child (default 2000)")
     p.add_argument("--val-size", type=int, default=1000, help="validation images the reward is measured on "
@@ -162,7 +165,7 @@ def run_search_cmd(args: argparse.Namespace) -> int:
         raise UserError("--ray-address needs --backend ray")
     settings = SearchSettings()
     for flag in ("trials", "workers", "strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
-                 "max_params", "max_flops"):
+                 "max_params", "max_flops", "over_budget"):
         if getattr(args, flag) is not None:
             setattr(settings, flag, getattr(args, flag))
     if args.layers is not None:
@@ -175,7 +178,7 @@ def run_search_cmd(args: argparse.Namespace) -> int:
                             f"got {args.filters!r}") from None
     if args.resume:
         changed = [f for f in ("strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
-                               "max_params", "max_flops", "layers", "filters", "config") if getattr(args, f) is not None]
+                               "max_params", "max_flops", "over_budget", "layers", "filters", "config") if getattr(args, f) is not None]
         if changed or args.overrides:
             raise UserError("a resumed search keeps its own settings; drop " + ", ".join(
                 [f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))

@@ -8,7 +8,8 @@ The search folder ``SEARCH/`` holds:
   ``trial``, ``arch`` (the ``nas_child`` string), ``reward``, ``val_accuracy``, ``params``, ``flops``,
   ``time_s`` (the child's own time), ``wall_s`` (search time when it ended), ``worker``, ``seed``,
   ``failure`` (``None`` or why the reward is 0), ``cached``, ``update``, ``entropy`` (of the controller
-  that sampled it; ``None`` for random search);
+  that sampled it; ``None`` for random search), ``redrawn`` (architectures over the size limits drawn and
+  dropped before this one, with ``over_budget="redraw"``);
 * ``controller.safetensors``: the controller's weights, Adam's state, the sampling generator's state,
   the baseline and the next trial, written atomically (temporary file, fsync, rename) after every
   update. Tensors and JSON metadata only: nothing is unpickled on resume.
@@ -62,6 +63,8 @@ from .controller import ChildSpace, Controller
 TRIALS, SETTINGS, STATE = "trials.jsonl", "settings.json", "controller.safetensors"
 STRATEGIES = ("rl", "random")
 BACKENDS = ("local", "ray")
+OVER_BUDGET = ("fail", "redraw")
+MAX_DRAWS = 10_000  # redraws of one trial before a search whose limits nothing fits is stopped
 
 
 @dataclass
@@ -81,6 +84,12 @@ class SearchSettings:
         max_flops: children with more FLOPs per image (:func:`~deepnn.analysis.summarize_model`'s count) are
             not trained either; ``None``: no limit. With both limits set to a hand-designed model's size, the
             search looks only among architectures no larger and no costlier than it.
+        over_budget: what happens to an architecture over ``max_params`` or ``max_flops``: ``"fail"``, it is a
+            trial with reward 0 and its reason logged (the controller learns to avoid it); ``"redraw"``, it never
+            becomes a trial: the controller (or random search) draws again until an architecture fits, so every
+            trial is a trained child and random search is uniform over the architectures that fit. The controller
+            learns from the architectures it kept (REINFORCE on its policy restricted to the budget, the
+            normalizer's gradient left out); each record counts the draws it replaced in ``redrawn``.
         space: the :class:`ChildSpace` fields.
     """
 
@@ -95,6 +104,7 @@ class SearchSettings:
     hidden_size: int = 32
     max_params: int = 1_000_000
     max_flops: int | None = None
+    over_budget: str = "fail"
     space: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(ChildSpace()))
 
     def check(self) -> None:
@@ -103,6 +113,8 @@ class SearchSettings:
         for name in ("trials", "workers", "archs_per_update", "hidden_size", "max_params"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.over_budget not in OVER_BUDGET:
+            raise UserError(f"--over-budget must be one of {', '.join(OVER_BUDGET)}, got {self.over_budget!r}")
         if self.max_flops is not None and self.max_flops < 1:
             raise UserError(f"max-flops must be at least 1, got {self.max_flops}")
         if self.controller_lr <= 0:
@@ -159,6 +171,25 @@ def _failure_of(e: BaseException) -> str | None:
     return None
 
 
+def child_size(arch: str, data: Any) -> tuple[int, int]:
+    """``(parameters, FLOPs per image)`` of the ``nas_child`` ``arch`` on ``data``'s images and classes
+    (:func:`~deepnn.analysis.summarize_model`, built on the meta device)."""
+    from ..analysis.summary import summarize_model
+
+    c, h, _ = data.input_shape
+    s = summarize_model("nas_child", (c, h, h), arch=arch, num_classes=len(data.classes))
+    return s.params, s.flops
+
+
+def over_budget(params: int, flops: int, max_params: int, max_flops: int | None) -> str | None:
+    """Why a child of ``params`` parameters and ``flops`` FLOPs is over the search's limits, or ``None``."""
+    if params > max_params:
+        return f"too many parameters ({params:,} > max_params {max_params:,})"
+    if max_flops is not None and flops > max_flops:
+        return f"too many FLOPs ({flops:,} > max_flops {max_flops:,})"
+    return None
+
+
 def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
     """Train one child and return its trial record (without ``wall_s``); runs in any process.
 
@@ -168,8 +199,6 @@ def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
     validation accuracy. Too many parameters or FLOPs, NaN/inf losses, out of memory or any
     :class:`~deepnn.errors.UserError` give reward 0 and a ``failure`` reason.
     """
-    from ..analysis.summary import summarize_model
-    from ..models import parameter_count
     from ..runs import build_training
 
     start = time.perf_counter()
@@ -182,15 +211,10 @@ def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
     data = _data(cfg, job["search_seed"])  # a missing dataset stops the search: it is no child's failure
     try:
         with torch.random.fork_rng(devices=[]):
-            c, h, _ = data.input_shape
-            shape = {"num_classes": len(data.classes), "in_channels": c, "input_size": h}
-            record["params"] = parameter_count("nas_child", arch=job["arch"], **shape)
-            record["flops"] = summarize_model("nas_child", (c, h, h), arch=job["arch"],
-                                              num_classes=len(data.classes)).flops
-            if record["params"] > job["max_params"]:
-                raise UserError(f"too many parameters ({record['params']:,} > max_params {job['max_params']:,})")
-            if job.get("max_flops") is not None and record["flops"] > job["max_flops"]:
-                raise UserError(f"too many FLOPs ({record['flops']:,} > max_flops {job['max_flops']:,})")
+            record["params"], record["flops"] = child_size(job["arch"], data)
+            reason = over_budget(record["params"], record["flops"], job["max_params"], job.get("max_flops"))
+            if reason is not None:
+                raise UserError(reason)
             trainer = build_training(cfg, data=data).trainer
             trainer.fit()
             if trainer.best_val is None or not math.isfinite(trainer.best_val):
@@ -419,6 +443,22 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raise a one-line :class:`UserError` unless something accepts a TCP connection at a Ray address
+    ``HOST:PORT`` (or ``ray://HOST:PORT``) within ``timeout_s``; ``ray.init`` itself retries a wrong
+    address for minutes before it fails. Other forms (``auto``, ``local``) are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(f"nothing answers at the Ray address {address} ({e.strerror or type(e).__name__}); check "
+                        f"--ray-address / RAY_ADDRESS (`ray status` on the head node prints it)") from None
+
+
 class RayPool(Backend):
     """Each child a Ray task (``num_cpus=1``), at most ``workers`` in flight; Ray places them.
 
@@ -439,6 +479,7 @@ class RayPool(Backend):
             address = address or os.environ.get("RAY_ADDRESS") or None
             try:
                 if address:
+                    check_reachable(address)
                     ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
                 else:
                     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
@@ -484,21 +525,34 @@ def open_backend(backend: str, workers: int, ray_address: str | None = None) -> 
     return LocalPool(workers) if workers > 1 else Backend()
 
 
-def sample_batch(state: SearchState, settings: SearchSettings, first: int, n: int
-                 ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+def sample_batch(state: SearchState, settings: SearchSettings, first: int, n: int,
+                 fits: Callable[[str], bool] = lambda arch: True
+                 ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor], list[int]]:
     """Architectures of trials ``first .. first + n − 1``: from the controller (with their log-probabilities
-    and entropies), or uniformly at random, trial ``t`` from its own generator seeded by ``(seed, t)``."""
+    and entropies), or uniformly at random, trial ``t`` from its own generator seeded by ``(seed, t)``; each
+    drawn again while ``fits(arch)`` is false (``over_budget="redraw"``). The last list: the draws each
+    trial replaced."""
     space = settings.child_space()
+
+    def draw(sample: Callable[[], tuple[list[int], Any, Any]]) -> tuple[str, Any, Any, int]:
+        for redrawn in range(MAX_DRAWS):
+            tokens, log_prob, entropy = sample()
+            arch = space.to_string(tokens)
+            if fits(arch):
+                return arch, log_prob, entropy, redrawn
+        raise UserError(f"no architecture in {MAX_DRAWS:,} draws fits max_params {settings.max_params:,} and "
+                        f"max_flops {settings.max_flops}; raise the limits or shrink the space")
+
     if state.controller is None:
-        return [space.to_string(space.random(torch.Generator().manual_seed(child_seed(settings.seed, t) ^ 0x5EED)))
-                for t in range(first, first + n)], [], []
-    archs, log_probs, entropies = [], [], []
-    for _ in range(settings.archs_per_update):  # a whole batch every time, so a resumed search draws the same
-        tokens, log_prob, entropy = state.controller.sample(state.generator)
-        archs.append(space.to_string(tokens))
-        log_probs.append(log_prob)
-        entropies.append(entropy)
-    return archs[:n], log_probs[:n], entropies[:n]
+        batch = []
+        for t in range(first, first + n):
+            g = torch.Generator().manual_seed(child_seed(settings.seed, t) ^ 0x5EED)
+            batch.append(draw(lambda g=g: (space.random(g), None, None)))
+        return [b[0] for b in batch], [], [], [b[3] for b in batch]
+    controller = state.controller
+    # a whole batch every time, so a resumed search draws the same
+    batch = [draw(lambda: controller.sample(state.generator)) for _ in range(settings.archs_per_update)][:n]
+    return [b[0] for b in batch], [b[1] for b in batch], [b[2] for b in batch], [b[3] for b in batch]
 
 
 def reinforce_batch(state: SearchState, settings: SearchSettings, rewards: list[float],
@@ -557,7 +611,15 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
         child.validate()
         child_dict = child.to_dict()
     settings.check()
-    _data(Config.from_dict(child_dict, "search settings"), settings.seed)  # the data exists: before any trial
+    data = _data(Config.from_dict(child_dict, "search settings"), settings.seed)  # it exists: before any trial
+    fit: dict[str, bool] = {}  # arch -> within the limits
+
+    def fits(arch: str) -> bool:
+        if settings.over_budget == "fail":
+            return True
+        if arch not in fit:
+            fit[arch] = over_budget(*child_size(arch, data), settings.max_params, settings.max_flops) is None
+        return fit[arch]
     done = {r["trial"]: r for r in read_trials(folder, repair=True)}
     cache: dict[str, dict[str, Any]] = {}
     for r in sorted(done.values(), key=lambda r: r["trial"]):
@@ -586,7 +648,7 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
         while state.next_trial < settings.trials:
             first = state.next_trial
             n = min(settings.archs_per_update, settings.trials - first)
-            archs, log_probs, entropies = sample_batch(state, settings, first, n)
+            archs, log_probs, entropies, redrawn = sample_batch(state, settings, first, n, fits)
             records: dict[int, dict[str, Any]] = {}
             jobs, repeats = [], []
             for k, arch in enumerate(archs):
@@ -602,8 +664,8 @@ def run_search(out: str | Path, settings: SearchSettings | None = None, child: C
                     jobs.append({"trial": t, "arch": arch, "seed": child_seed(settings.seed, t),
                                  "search_seed": settings.seed, "config": child_dict,
                                  "max_params": settings.max_params, "max_flops": settings.max_flops})
-            extra = {t: {"update": state.update, "entropy": float(entropies[t - first].detach()) if entropies else None}
-                     for t in range(first, first + n)}
+            extra = {t: {"update": state.update, "entropy": float(entropies[t - first].detach()) if entropies else None,
+                         "redrawn": redrawn[t - first]} for t in range(first, first + n)}
 
             for record in pool.run(jobs):
                 cache.setdefault(record["arch"], record)
