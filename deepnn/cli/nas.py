@@ -40,11 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  deepnn nas --steps 10 --train-subset 2000 --epochs 1 --seed 0 --out nas.json   # the small loop",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="architectures sampled and controller updates (default 10)")
-    p.add_argument("--max-flops", type=int, help="children with more FLOPs per image get reward 0 untrained "
-                                                  "(default: no limit)")
-    p.add_argument("--over-budget", choices=["fail", "redraw"],
-                   help="an architecture over --max-params/--max-flops: a trial with reward 0 (fail, default), or "
-                        "drawn again until one fits, so every trial trains a child (redraw)")
     p.add_argument("--layers", type=int, default=2, help="conv layers of each child (default 2)")
     p.add_argument("--train-subset", type=int, default=2000, help="training images per child (default 2000)")
     p.add_argument("--val-size", type=int, default=1000, help="validation images the reward is measured on "
@@ -109,6 +104,9 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-params", type=int, help=f"larger children get reward 0 untrained (default {d.max_params})")
     p.add_argument("--max-flops", type=int, help="children with more FLOPs per image get reward 0 untrained "
                                                   "(default: no limit)")
+    p.add_argument("--over-budget", choices=["fail", "redraw"],
+                   help="an architecture over --max-params/--max-flops: a trial with reward 0 (fail, default), or "
+                        "drawn again until one fits, so every trial trains a child (redraw)")
     p.add_argument("--layers", type=int, help="conv layers of each child (default 4)")
     p.add_argument("--filters", help="comma-separated numbers of filters to choose from (default 16,32,64)")
     p.add_argument("--config", help="YAML config for the children's training (keys: data, optim, sched, train)")
