@@ -41,9 +41,11 @@ BLOCKS = [
     ("README.md", ["deepnn", "results", "--glance", *PUBLISHED], "glance"),
     ("results/README.md", ["deepnn", "results", "--reproduce", *PUBLISHED], "reproduce"),
 ]
-# the architecture searches (C20): `deepnn nas report` over each budget's searches, RL first, as the shell expands
-NAS = {budget: [f"results/nas/{budget}/{strategy}-s{seed}" for strategy in ("rl", "random") for seed in range(3)]
-       for budget in ("t40", "t100")}
+# the architecture searches (C20): `deepnn nas report` over each folder of results/nas/, RL first, as the shell
+# expands `results/nas/t100/rl-s* results/nas/t100/random-s*`
+NAS = {budget.name: [str(d.relative_to(ROOT)) for strategy in ("rl", "random")
+                     for d in sorted(budget.glob(f"{strategy}-s*"))]
+       for budget in sorted((ROOT / "results" / "nas").iterdir()) if budget.is_dir()}
 BLOCKS += [("docs/results.md", ["deepnn", "nas", "report", *dirs], f"nas:{budget}") for budget, dirs in NAS.items()]
 
 

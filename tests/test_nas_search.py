@@ -186,7 +186,8 @@ def test_redraw_makes_every_trial_a_trained_child_within_the_limits(tmp_path: Pa
 
 
 def test_redraw_stops_a_search_whose_limits_nothing_fits(tmp_path: Path) -> None:
-    settings = tiny_settings(strategy="random", max_params=10, over_budget="redraw", space={**TINY_SPACE, "num_layers": 1})
+    settings = tiny_settings(strategy="random", max_params=10, over_budget="redraw",
+                             space={**TINY_SPACE, "num_layers": 1})
     with pytest.raises(UserError, match="no architecture in 10,000 draws fits max_params 10 .*raise the limits"):
         run_search(tmp_path / "s", settings, tiny_child())
     with pytest.raises(UserError, match="--over-budget must be one of fail, redraw"):
@@ -293,9 +294,10 @@ def test_killed_search_leaves_no_worker_processes(tmp_path: Path) -> None:
 def test_cli_search_report_and_resume_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tiny = ["--layers", "2", "--filters", "4,8", "--archs-per-update", "2", "--set", "data.train_subset=128",
             "--set", "data.val_size=128"]
-    for strategy in ("rl", "random"):
+    budget = ["--max-flops", "272400"]  # about half of these children cost more
+    for strategy, over in (("rl", "fail"), ("random", "redraw")):
         code = cli_main(["nas", "search", "--trials", "4", "--strategy", strategy, "--out",
-                         str(tmp_path / strategy), *tiny])
+                         str(tmp_path / strategy), *tiny, *budget, "--over-budget", over])
         out = capsys.readouterr()
         assert code == 0, out.err
         assert out.out.startswith("trial 1/4  ") and "deepnn train nas_child --set model.args.arch=" in out.out
@@ -304,8 +306,14 @@ def test_cli_search_report_and_resume_errors(tmp_path: Path, capsys: pytest.Capt
     assert code == 0, out.err
     assert (tmp_path / "n.png").read_bytes()[:4] == b"\x89PNG"
     assert "| rl | 1 |" in out.out and "| random | 1 |" in out.out and "| rank | val acc |" in out.out
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in out.out.splitlines()]
+    rows = {c[0]: dict(zip(cells[0], c)) for c in cells if len(c) == 10}  # the per-search table, by folder
+    assert int(rows["rl"]["failed"]) > 0 and rows["rl"]["redrawn"] == "0"  # over --max-flops: reward 0
+    assert rows["random"]["failed"] == "0" and int(rows["random"]["redrawn"]) > 0  # drawn again instead
     for args, fragment in [(["--out", str(tmp_path / "rl"), *tiny], "not empty"),
                            (["--out", str(tmp_path / "rl"), "--resume", "--seed", "3"], "drop --seed"),
+                           (["--out", str(tmp_path / "rl"), "--resume", "--over-budget", "redraw"],
+                            "drop --over-budget"),
                            (["--out", str(tmp_path / "x"), "--set", "model.args.arch=3x3-8"],
                             "chooses model.args.arch"),
                            (["--out", str(tmp_path / "x"), "--set", "optim.lr=-1"], "optim.lr")]:

@@ -176,7 +176,8 @@ def run_search_cmd(args: argparse.Namespace) -> int:
                             f"got {args.filters!r}") from None
     if args.resume:
         changed = [f for f in ("strategy", "seed", "archs_per_update", "controller_lr", "entropy_weight",
-                               "max_params", "max_flops", "over_budget", "layers", "filters", "config") if getattr(args, f) is not None]
+                               "max_params", "max_flops", "over_budget", "layers", "filters", "config")
+                   if getattr(args, f) is not None]
         if changed or args.overrides:
             raise UserError("a resumed search keeps its own settings; drop " + ", ".join(
                 [f"--{c.replace('_', '-')}" for c in changed] + ["--set"] * bool(args.overrides)))

@@ -83,7 +83,8 @@ def draw_report(searches: list[dict[str, Any]], out: Path) -> None:
                          label=f"{strategy} seed {s['seed']}")
         mean, std = _mean_std(curves)
         x = np.arange(1, len(mean) + 1)
-        axes[0].plot(x, mean, color=color, lw=2, label=f"{strategy} (mean ± std, {len(group)} searches)")
+        n = len(group)
+        axes[0].plot(x, mean, color=color, lw=2, label=f"{strategy} (mean ± std, {n} search{'es' * (n != 1)})")
         axes[0].fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
         for s in group:
             per_update: dict[int, list[float]] = defaultdict(list)
@@ -98,6 +99,11 @@ def draw_report(searches: list[dict[str, Any]], out: Path) -> None:
     axes[1].set(xlabel="search wall time (min)", ylabel="best validation accuracy so far", title="best so far vs time")
     axes[2].set(xlabel="controller update", ylabel="entropy of a sampled architecture (nats)",
                 title="controller entropy")
+    rewards = np.array([r["reward"] for s in searches for r in s["records"]])
+    if (rewards == 0).any() and (rewards > 0).any():  # failed children (reward 0) would squash the curves:
+        first = min(c[c > 0].min() for c in map(best_so_far, (s["records"] for s in searches)) if c.max() > 0)
+        for ax in axes[:2]:  # show them from the lowest first success
+            ax.set_ylim(first - 0.005, rewards.max() + 0.005)
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -107,17 +113,19 @@ def draw_report(searches: list[dict[str, Any]], out: Path) -> None:
 
 
 def report_markdown(searches: list[dict[str, Any]], top: int = 10) -> str:
-    """Markdown tables: one row per search (best and mean of the top 5 validation accuracies, wall time),
+    """Markdown tables: one row per search (trials, failed children, architectures redrawn for being over
+    the size limits, cached repeats, best and mean of the top 5 validation accuracies, wall time),
     mean ± std (population std) over the searches of each strategy, and the ``top`` architectures of all
     searches (cached repeats and failed children left out), best first."""
-    lines = ["| search | strategy | seed | trials | failed | cached | best val acc | mean of top 5 | wall time (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| search | strategy | seed | trials | failed | redrawn | cached | best val acc | mean of top 5 "
+             "| wall time (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in searches:
         rewards = sorted((r["reward"] for r in s["records"]), reverse=True)
         rs = s["records"]
         failed = sum(bool(r["failure"]) for r in rs)
         lines.append(f"| {s['name']} | {s['strategy']} | {s['seed']} | {len(rs)} | {failed} "
-                     f"| {sum(r['cached'] for r in rs)} | {rewards[0]:.4f} | {np.mean(rewards[:5]):.4f} "
+                     f"| {sum(r.get('redrawn', 0) for r in rs)} | {sum(r['cached'] for r in rs)} "
+                     f"| {rewards[0]:.4f} | {np.mean(rewards[:5]):.4f} "
                      f"| {rs[-1]['wall_s'] / 60:.1f} |")
     lines += ["", "| strategy | searches | best val acc (mean ± std) | mean of top 5 (mean ± std) |",
               "|---|---|---|---|"]

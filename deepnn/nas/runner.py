@@ -194,10 +194,10 @@ def evaluate_child(job: dict[str, Any]) -> dict[str, Any]:
     """Train one child and return its trial record (without ``wall_s``); runs in any process.
 
     ``job``: ``trial``, ``arch``, ``seed`` (the child's), ``search_seed``, ``config`` (the children's
-    config as a dict), ``max_params``, ``max_flops`` (``None``: no limit). The child is ``nas_child`` with ``model.args.arch`` = ``arch``,
-    trained by :func:`~deepnn.runs.build_training` as ``deepnn train`` would; its reward is its best
-    validation accuracy. Too many parameters or FLOPs, NaN/inf losses, out of memory or any
-    :class:`~deepnn.errors.UserError` give reward 0 and a ``failure`` reason.
+    config as a dict), ``max_params``, ``max_flops`` (``None``: no limit). The child is ``nas_child`` with
+    ``model.args.arch`` = ``arch``, trained by :func:`~deepnn.runs.build_training` as ``deepnn train``
+    would; its reward is its best validation accuracy. Too many parameters or FLOPs, NaN/inf losses, out of memory
+    or any :class:`~deepnn.errors.UserError` give reward 0 and a ``failure`` reason.
     """
     from ..runs import build_training
 
