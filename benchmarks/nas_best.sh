@@ -8,6 +8,8 @@
 # The default ARCH is rank 1 of the 100-child searches by validation reward (results/nas/t100/report.md), run
 # as results/cpu/nas_child_top1-fast-s*; rank 2 (the best when training started, before the last searches
 # ended) ran as ARCH="1x3-16 3x3-64/2 1x5-32/2[1] 7x5-32/2[1,2]" NAME=nas_child THREADS=1 (results/cpu/nas_child-fast-s*).
+# The VGG-budget searches' architectures (benchmarks/nas_large.sh) ran with EPOCHS=28 THREADS=2, rank 1 as
+# NAME=nas_child_vgg_budget, the others through benchmarks/nas_vgg_budget_best.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEEPNN_DATA="${DEEPNN_DATA:-$(cd .. && pwd)/shared/data}"
