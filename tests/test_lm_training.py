@@ -195,5 +195,6 @@ def test_time_budget_replans_when_the_machine_slows_down(tmp_path: Path, monkeyp
                          "train.val_every_steps=20", hooks=[slow])
     trainer.fit()
     assert len(slow.plans) >= 3 and slow.plans[-1] < slow.plans[0]  # planned again, fewer steps fit
-    assert abs(trainer.global_step - slow.plans[-1]) <= 1  # the schedule ends where training ended
+    # the schedule ends where training ended (to 2 %: the speed may still change after the last plan)
+    assert abs(trainer.global_step - slow.plans[-1]) <= max(1, 0.02 * slow.plans[-1])
     assert trainer.train_time < 0.05 * 60 * 1.3
