@@ -74,9 +74,11 @@ def draw_report(searches: list[dict[str, Any]], out: Path) -> None:
     by_strategy = _by_strategy(searches)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {"rl": "tab:blue", "random": "tab:orange"}
+    firsts = []  # each search's first best-so-far above 0 (its first trained child)
     for strategy, group in by_strategy.items():
         color = colors.get(strategy, "tab:gray")
         curves = [best_so_far(s["records"]) for s in group]
+        firsts += [c[c > 0].min() for c in curves if c.max() > 0]
         for s, c in zip(group, curves):
             axes[0].plot(np.arange(1, len(c) + 1), c, color=color, alpha=0.25, lw=0.8)
             axes[1].step([r["wall_s"] / 60 for r in s["records"]], c, where="post", color=color, alpha=0.6, lw=1,
@@ -100,10 +102,9 @@ def draw_report(searches: list[dict[str, Any]], out: Path) -> None:
     axes[2].set(xlabel="controller update", ylabel="entropy of a sampled architecture (nats)",
                 title="controller entropy")
     rewards = np.array([r["reward"] for s in searches for r in s["records"]])
-    if (rewards == 0).any() and (rewards > 0).any():  # failed children (reward 0) would squash the curves:
-        first = min(c[c > 0].min() for c in map(best_so_far, (s["records"] for s in searches)) if c.max() > 0)
+    if firsts and (rewards == 0).any():  # failed children (reward 0) would squash the curves:
         for ax in axes[:2]:  # show them from the lowest first success
-            ax.set_ylim(first - 0.005, rewards.max() + 0.005)
+            ax.set_ylim(min(firsts) - 0.005, rewards.max() + 0.005)
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
